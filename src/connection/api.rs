@@ -1,0 +1,192 @@
+//! The peer API (4097): C19 0.1's `GET /`, `GET /<version>` and `PUT /`, and ours under `/c19/`
+//! (digest, anti-entropy, the operator's peer feed) plus health and metrics.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use warp::http::{HeaderValue, Method, StatusCode, header};
+
+use super::peers::normalize;
+use super::sync::{self, DiffRequest, Offer};
+use crate::http::{self, Request, Response};
+use crate::metrics::Exposition;
+use crate::node::Node;
+use crate::state::{Spread, now_ms};
+
+/// What the operator's health probe reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DigestReport {
+    /// Digest of the live values (decimal u64): equal on two agents iff they serve the same data.
+    pub digest: String,
+    pub keys: usize,
+    pub tombstones: usize,
+    /// C19 0.1's version of the state, `""` before the first write.
+    pub version: String,
+    pub peers: usize,
+}
+
+/// The operator's peer feed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PeerList {
+    pub peers: Vec<String>,
+}
+
+pub async fn handle(node: Arc<Node>, req: Request) -> Response {
+    match (&req.method, req.path.as_str()) {
+        (&Method::GET, "/healthz") => http::text("ok\n".into()),
+        (&Method::GET, "/readyz") if node.is_ready() => http::text("ready\n".into()),
+        (&Method::GET, "/readyz") => http::error(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+        (&Method::GET, "/metrics") => http::text(metrics(&node)),
+        _ if !authorized(&node, &req) => unauthorized(),
+        _ => handle_authorized(&node, req),
+    }
+}
+
+fn handle_authorized(node: &Node, req: Request) -> Response {
+    let traffic = &node.metrics.traffic;
+    traffic.received.add(req.body.len() as u64);
+    let response = match (&req.method, req.path.as_str()) {
+        (&Method::GET, "/") => http::json(StatusCode::OK, node.read().dump(now_ms(), true)),
+        (&Method::PUT, "/") => merge(node, &req.body, Spread::Push),
+        (&Method::GET, "/c19/digest") => http::json_value(StatusCode::OK, &digest_report(node)),
+        (&Method::POST, "/c19/sync") => offer(node, &req.body),
+        (&Method::POST, "/c19/sync/diff") => diff(node, &req.body),
+        (&Method::POST, "/c19/sync/entries") => merge(node, &req.body, Spread::Quiet),
+        (&Method::GET, "/c19/peers") => {
+            http::json_value(StatusCode::OK, &PeerList { peers: node.peers.list().to_vec() })
+        }
+        (&Method::PUT, "/c19/peers") => set_peers(node, &req.body),
+        (_, "/c19/peers") => http::method_not_allowed("GET, PUT"),
+        (_, "/c19/digest") => http::method_not_allowed("GET"),
+        (_, p) if p.starts_with("/c19/sync") => http::method_not_allowed("POST"),
+        (&Method::GET, p) if p.starts_with("/c19/") => http::error(StatusCode::NOT_FOUND, "no such endpoint"),
+        (&Method::GET, p) => version(node, &p[1..]),
+        (_, "/") => http::method_not_allowed("GET, PUT"),
+        _ => http::method_not_allowed("GET"),
+    };
+    if let Some(len) = response_len(&response) {
+        traffic.sent.add(len);
+    }
+    response
+}
+
+fn response_len(r: &Response) -> Option<u64> {
+    hyper::body::Body::size_hint(r.body()).exact()
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn authorized(node: &Node, req: &Request) -> bool {
+    let Some(token) = &node.settings.token else { return true };
+    let presented = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let (a, b) = (presented.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorized() -> Response {
+    let mut r = http::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+fn merge(node: &Node, body: &[u8], spread: Spread) -> Response {
+    match sync::apply(node, body, spread) {
+        Ok(_) => http::empty(StatusCode::NO_CONTENT),
+        Err(e) => http::error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// `GET /<version>`: 204 only when the states really match, which C19 0.1's value-blind version
+/// cannot tell, so the comparison is against our full digest; anything else gets the whole map.
+fn version(node: &Node, version: &str) -> Response {
+    let store = node.read();
+    if version == store.sync_digest().to_string() {
+        return http::empty(StatusCode::NO_CONTENT);
+    }
+    http::json(StatusCode::OK, store.dump(now_ms(), true))
+}
+
+pub fn digest_report(node: &Node) -> DigestReport {
+    let now = now_ms();
+    let store = node.read();
+    let counts = store.counts(now);
+    DigestReport {
+        digest: store.digest(now).to_string(),
+        keys: counts.keys,
+        tombstones: counts.tombstones,
+        version: store.legacy_version().map(|v| v.to_string()).unwrap_or_default(),
+        peers: node.peers.len(),
+    }
+}
+
+fn offer(node: &Node, body: &[u8]) -> Response {
+    let offer: Offer = match serde_json::from_slice(body) {
+        Ok(o) => o,
+        Err(e) => return http::error(StatusCode::BAD_REQUEST, format!("sync offer: {e}")),
+    };
+    match sync::answer_offer(&node.read(), &offer) {
+        Ok(None) => http::empty(StatusCode::NO_CONTENT),
+        Ok(Some(buckets)) => http::json_value(StatusCode::OK, &buckets),
+        Err(e) => http::error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+fn diff(node: &Node, body: &[u8]) -> Response {
+    let req: DiffRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return http::error(StatusCode::BAD_REQUEST, format!("sync diff: {e}")),
+    };
+    match sync::answer_diff(&node.read(), &req) {
+        Ok(reply) => http::json_value(StatusCode::OK, &reply),
+        Err(e) => http::error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+fn set_peers(node: &Node, body: &[u8]) -> Response {
+    if !node.settings.operator_fed {
+        return http::error(
+            StatusCode::CONFLICT,
+            "this agent's peers come from its configured peer provider, not from PUT /c19/peers",
+        );
+    }
+    let list: PeerList = match serde_json::from_slice(body) {
+        Ok(l) => l,
+        Err(e) => return http::error(StatusCode::BAD_REQUEST, format!("peer list: {e}")),
+    };
+    let port = node.settings.target_port;
+    match list.peers.iter().map(|p| normalize(p, port)).collect::<Result<Vec<_>, _>>() {
+        Ok(peers) => {
+            if node.peers.set(peers) {
+                tracing::info!(peers = node.peers.len(), "peer list set by the operator");
+            }
+            http::empty(StatusCode::NO_CONTENT)
+        }
+        Err(e) => http::error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+fn metrics(node: &Node) -> String {
+    let counts = node.read().counts(now_ms());
+    let m = &node.metrics;
+    Exposition::default()
+        .gauge("c19_keys", "Live keys in the state.", counts.keys as f64)
+        .gauge("c19_tombstones", "Deletes remembered so that they replicate.", counts.tombstones as f64)
+        .gauge("c19_expired", "Expired values remembered until their lifetime ends.", counts.expired as f64)
+        .gauge("c19_peers", "Peers in the current peer list.", node.peers.len() as f64)
+        .gauge("c19_ready", "1 when the agent is ready.", f64::from(u8::from(node.is_ready())))
+        .counter("c19_pushes_sent_total", "Pushes of changed entries sent to peers.", m.pushes_sent.get())
+        .counter("c19_pushes_failed_total", "Pushes that failed or timed out.", m.pushes_failed.get())
+        .counter("c19_pulls_sent_total", "Anti-entropy syncs started with a peer.", m.syncs_sent.get())
+        .counter("c19_pulls_failed_total", "Anti-entropy syncs that failed or timed out.", m.syncs_failed.get())
+        .counter("c19_pulls_equal_total", "Syncs that found the peer equal from its digest.", m.syncs_equal.get())
+        .counter("c19_records_applied_total", "Records from peers that changed the state.", m.records_applied.get())
+        .counter("c19_records_purged_total", "Deletes and expired values forgotten.", m.records_purged.get())
+        .counter("c19_bytes_sent_total", "Body bytes sent to peers and answered to peers.", m.traffic.sent.get())
+        .counter("c19_bytes_received_total", "Body bytes received from peers.", m.traffic.received.get())
+        .finish()
+}

@@ -1,0 +1,99 @@
+//! The one HTTP client an agent uses to talk to its peers: pooled connections, a timeout on the
+//! whole request (C19 0.1 only bounded the connect, so a silent peer stalled gossip), the bearer
+//! token, and byte accounting.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode, header};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+
+use crate::metrics::Counter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{peer}: no answer within {timeout:?}")]
+    Timeout { peer: String, timeout: Duration },
+    #[error("{peer}: {message}")]
+    Transport { peer: String, message: String },
+    #[error("{peer}: answered {status}: {body}")]
+    Status { peer: String, status: StatusCode, body: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    token: Option<String>,
+    timeout: Duration,
+}
+
+/// Bytes moved, counted on request and response bodies.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub sent: Counter,
+    pub received: Counter,
+}
+
+impl PeerClient {
+    pub fn new(token: Option<String>, timeout: Duration) -> PeerClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(2)
+            .build(connector);
+        PeerClient { client, token, timeout }
+    }
+
+    /// Sends one request and returns the status and body of a 2xx answer.
+    pub async fn call(
+        &self,
+        method: Method,
+        peer: &str,
+        path: &str,
+        body: Option<Bytes>,
+        traffic: &Traffic,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let transport = |message: String| ClientError::Transport { peer: peer.to_string(), message };
+        let mut req = Request::builder().method(method).uri(format!("http://{peer}{path}"));
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = body.unwrap_or_default();
+        let sent = body.len() as u64;
+        if sent > 0 {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req.body(Full::new(body)).map_err(|e| transport(e.to_string()))?;
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| transport(error_chain(&e)))?;
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.map_err(|e| transport(e.to_string()))?.to_bytes();
+            Ok::<_, ClientError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout { peer: peer.to_string(), timeout: self.timeout })??;
+        traffic.sent.add(sent);
+        traffic.received.add(bytes.len() as u64);
+        if !status.is_success() {
+            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+            return Err(ClientError::Status { peer: peer.to_string(), status, body });
+        }
+        Ok((status, bytes))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}

@@ -1,0 +1,8 @@
+//! The connection layer: the peer API (4097), the gossip loops, anti-entropy and peer providers.
+
+pub mod api;
+pub mod client;
+pub mod gossip;
+pub mod peer_provider;
+pub mod peers;
+pub mod sync;

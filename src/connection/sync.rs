@@ -1,0 +1,223 @@
+//! Anti-entropy: two agents compare a digest, then bucket digests, then the fingerprints of the
+//! differing buckets, and move only the records one side lacks. Equal states cost one tiny
+//! request; a single differing key costs a bucket's fingerprints plus that key.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::client::ClientError;
+use crate::node::Node;
+use crate::state::digest::{bucket_count, valid_count};
+use crate::state::{BodyError, Origin, Spread, Store, body::parse_batch, now_ms};
+
+/// First step: "my digest is this; here are my buckets at `count` if we differ".
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offer {
+    pub digest: u64,
+    pub count: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Buckets {
+    pub buckets: Vec<u64>,
+}
+
+/// Second step: the fingerprints of the requester's records in the buckets that differ.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffRequest {
+    pub count: usize,
+    pub fingerprints: HashMap<usize, Vec<u64>>,
+}
+
+/// The responder's records the requester lacks, and the fingerprints it wants in return.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffReply {
+    pub entries: Box<RawValue>,
+    pub want: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{peer}: unreadable answer: {message}")]
+    Protocol { peer: String, message: String },
+    #[error("bucket count {0} is not a power of two up to 4096")]
+    BadCount(usize),
+    #[error("bucket {0} is out of range")]
+    BadBucket(usize),
+}
+
+/// The responder's side of an offer: `None` when the states are equal.
+pub fn answer_offer(store: &Store, offer: &Offer) -> Result<Option<Buckets>, SyncError> {
+    if !valid_count(offer.count) {
+        return Err(SyncError::BadCount(offer.count));
+    }
+    if offer.digest == store.sync_digest() {
+        return Ok(None);
+    }
+    Ok(Some(Buckets { buckets: store.buckets(offer.count) }))
+}
+
+/// The responder's side of a diff: send what the requester lacks, ask for what it has.
+pub fn answer_diff(store: &Store, req: &DiffRequest) -> Result<DiffReply, SyncError> {
+    if !valid_count(req.count) {
+        return Err(SyncError::BadCount(req.count));
+    }
+    if let Some(b) = req.fingerprints.keys().find(|b| **b >= req.count) {
+        return Err(SyncError::BadBucket(*b));
+    }
+    let ids: HashSet<usize> = req.fingerprints.keys().copied().collect();
+    let theirs: HashSet<u64> = req.fingerprints.values().flatten().copied().collect();
+    let ours: HashSet<u64> = store.fingerprints_in(req.count, &ids).into_values().flatten().collect();
+    let entries = store.render(store.keys_unknown_to(req.count, &ids, &theirs));
+    let entries = RawValue::from_string(String::from_utf8(entries).expect("rendered JSON is UTF-8"))
+        .expect("rendered JSON is valid");
+    let want = theirs.difference(&ours).copied().collect();
+    Ok(DiffReply { entries, want })
+}
+
+/// Buckets whose digests differ.
+pub fn differing(ours: &[u64], theirs: &[u64]) -> HashSet<usize> {
+    ours.iter().zip(theirs).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect()
+}
+
+/// Merges a body map received from a peer; returns how many records changed the state.
+pub fn apply(node: &Node, body: &[u8], spread: Spread) -> Result<usize, BodyError> {
+    let entries = parse_batch(body, Origin::Peer, node.settings.peer_limits)?;
+    let now = now_ms();
+    let mut store = node.write();
+    let applied = entries
+        .into_iter()
+        .filter(|(k, e)| store.merge_incoming(k, e.clone(), now, spread))
+        .count();
+    drop(store);
+    node.metrics.records_applied.add(applied as u64);
+    Ok(applied)
+}
+
+/// What one sync achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Equal,
+    Exchanged { received: usize, sent: usize },
+}
+
+/// Runs one anti-entropy exchange with `peer`.
+pub async fn sync_with(node: &Node, peer: &str) -> Result<Outcome, SyncError> {
+    let protocol = |message: String| SyncError::Protocol { peer: peer.to_string(), message };
+    let traffic = &node.metrics.traffic;
+    let (digest, count) = {
+        let store = node.read();
+        (store.sync_digest(), bucket_count(store.len()))
+    };
+    let offer = serde_json::to_vec(&Offer { digest, count }).expect("offer serializes");
+    let (status, body) = node.client.call(Method::POST, peer, "/c19/sync", Some(offer.into()), traffic).await?;
+    if status == hyper::StatusCode::NO_CONTENT {
+        return Ok(Outcome::Equal);
+    }
+    let theirs: Buckets = serde_json::from_slice(&body).map_err(|e| protocol(e.to_string()))?;
+    if theirs.buckets.len() != count {
+        return Err(protocol(format!("{} buckets, expected {count}", theirs.buckets.len())));
+    }
+    let request = {
+        let store = node.read();
+        let ids = differing(&store.buckets(count), &theirs.buckets);
+        DiffRequest { count, fingerprints: store.fingerprints_in(count, &ids) }
+    };
+    if request.fingerprints.is_empty() {
+        return Ok(Outcome::Equal);
+    }
+    let request = serde_json::to_vec(&request).expect("diff serializes");
+    let (_, body) = node.client.call(Method::POST, peer, "/c19/sync/diff", Some(request.into()), traffic).await?;
+    let reply: DiffReply = serde_json::from_slice(&body).map_err(|e| protocol(e.to_string()))?;
+    let received = apply(node, reply.entries.get().as_bytes(), Spread::Quiet).map_err(|e| protocol(e.to_string()))?;
+    let want: HashSet<u64> = reply.want.into_iter().collect();
+    let (body, sent) = {
+        let store = node.read();
+        let keys = store.keys_with_fingerprints(&want);
+        (store.render(keys.iter().copied()), keys.len())
+    };
+    if sent > 0 {
+        node.client.call(Method::POST, peer, "/c19/sync/entries", Some(Bytes::from(body)), traffic).await?;
+    }
+    Ok(Outcome::Exchanged { received, sent })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Incoming, StoreConfig};
+
+    fn store(pairs: &[(&str, &str, u64)]) -> Store {
+        let mut s = Store::new(StoreConfig { default_ttl: None, tombstone_lifetime: 1000 });
+        for (k, v, ts) in pairs {
+            let value = Some(RawValue::from_string(v.to_string()).unwrap());
+            s.write_local(k, Incoming { value, ts: Some(*ts), ttl: None }, *ts);
+        }
+        s
+    }
+
+    /// Runs the protocol between two stores without I/O and returns both afterwards.
+    fn exchange(mut a: Store, mut b: Store) -> (Store, Store, usize) {
+        let count = bucket_count(a.len());
+        let Some(theirs) = answer_offer(&b, &Offer { digest: a.sync_digest(), count }).unwrap() else {
+            return (a, b, 0);
+        };
+        let ids = differing(&a.buckets(count), &theirs.buckets);
+        let req = DiffRequest { count, fingerprints: a.fingerprints_in(count, &ids) };
+        let reply = answer_diff(&b, &req).unwrap();
+        let got = parse_batch(reply.entries.get().as_bytes(), Origin::Peer, crate::state::Limits { max_key_bytes: 99, max_entries: 99 }).unwrap();
+        let moved = got.len();
+        for (k, e) in got {
+            a.merge_incoming(&k, e, 10, Spread::Quiet);
+        }
+        let want: HashSet<u64> = reply.want.into_iter().collect();
+        let keys: Vec<String> = a.keys_with_fingerprints(&want).into_iter().map(String::from).collect();
+        let body = a.render(keys.iter().map(|k| k.as_str()));
+        let sent = parse_batch(&body, Origin::Peer, crate::state::Limits { max_key_bytes: 99, max_entries: 99 }).unwrap();
+        let moved = moved + sent.len();
+        for (k, e) in sent {
+            b.merge_incoming(&k, e, 10, Spread::Quiet);
+        }
+        (a, b, moved)
+    }
+
+    #[test]
+    fn equal_states_move_nothing() {
+        let (a, b, moved) = exchange(store(&[("x", "1", 1)]), store(&[("x", "1", 1)]));
+        assert_eq!(moved, 0);
+        assert_eq!(a.sync_digest(), b.sync_digest());
+    }
+
+    #[test]
+    fn only_differing_records_move_both_ways() {
+        let common: Vec<(String, &str, u64)> = (0..200).map(|i| (format!("k{i}"), "1", 1)).collect();
+        let mut a_pairs: Vec<(&str, &str, u64)> = common.iter().map(|(k, v, t)| (k.as_str(), *v, *t)).collect();
+        let mut b_pairs = a_pairs.clone();
+        a_pairs.push(("only-a", "1", 2));
+        b_pairs.push(("only-b", "2", 2));
+        b_pairs.push(("k5", "\"newer\"", 3));
+        let (a, b, moved) = exchange(store(&a_pairs), store(&b_pairs));
+        assert_eq!(a.sync_digest(), b.sync_digest());
+        // only-a to b; only-b and k5 to a; plus k5's old version, which a offers but b ignores.
+        assert!(moved <= 4, "moved {moved}");
+        assert_eq!(a.get("k5", 10).unwrap().value.as_ref().unwrap().get(), "\"newer\"");
+    }
+
+    #[test]
+    fn bad_counts_and_buckets_are_refused() {
+        let s = store(&[]);
+        assert!(answer_offer(&s, &Offer { digest: 1, count: 3 }).is_err());
+        let req = DiffRequest { count: 4, fingerprints: [(9, vec![])].into() };
+        assert!(matches!(answer_diff(&s, &req), Err(SyncError::BadBucket(9))));
+    }
+}

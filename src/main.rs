@@ -1,0 +1,59 @@
+//! The `c19` binary: `c19 agent`, and `c19 --config FILE` as C19 0.1 deployments run it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use c19::config::Config;
+use c19::logging::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "c19", version, about = "The C19 gossip state agent and its Kubernetes operator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Agent config file (C19 0.1 format), used when no subcommand is given.
+    #[arg(long, env = "C19_CONFIG", default_value = "config.yaml")]
+    config: PathBuf,
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, env = "C19_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run an agent: the app API on 3097 and the peer API on 4097.
+    Agent {
+        /// Agent config file (C19 0.1 format).
+        #[arg(long, env = "C19_CONFIG", default_value = "config.yaml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let config_path = match cli.command {
+        Some(Command::Agent { config }) => config,
+        None => cli.config,
+    };
+    agent(config_path)
+}
+
+fn agent(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e, 2),
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(c19::runtime::run_agent(config, c19::runtime::termination())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, e.exit_code()),
+    }
+}
+
+fn fail(e: &dyn std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("c19: {e}");
+    ExitCode::from(code)
+}

@@ -1,0 +1,76 @@
+//! What the app API, the peer API and the gossip loops of one agent share.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::connection::client::{PeerClient, Traffic};
+use crate::connection::peers::Peers;
+use crate::metrics::Counter;
+use crate::state::{Limits, Store};
+
+#[derive(Debug, Default)]
+pub struct GossipMetrics {
+    pub pushes_sent: Counter,
+    pub pushes_failed: Counter,
+    pub syncs_sent: Counter,
+    pub syncs_failed: Counter,
+    /// Syncs that found both states equal from the digest alone.
+    pub syncs_equal: Counter,
+    /// Records received from peers that changed this agent's state.
+    pub records_applied: Counter,
+    pub records_purged: Counter,
+    pub traffic: Traffic,
+}
+
+/// The fixed settings of a node, from its config.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    pub app_limits: Limits,
+    pub peer_limits: Limits,
+    /// The bearer token peers must present; `None` leaves the peer port open.
+    pub token: Option<String>,
+    /// Whether the operator may set the peer list (the `Operator` peer provider).
+    pub operator_fed: bool,
+    /// The port of peers given without one.
+    pub target_port: u16,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    store: RwLock<Store>,
+    pub peers: Peers,
+    pub client: PeerClient,
+    pub metrics: GossipMetrics,
+    pub settings: NodeSettings,
+    ready: AtomicBool,
+}
+
+impl Node {
+    pub fn new(store: Store, peers: Peers, client: PeerClient, settings: NodeSettings) -> Node {
+        Node {
+            store: RwLock::new(store),
+            peers,
+            client,
+            metrics: GossipMetrics::default(),
+            settings,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The store; a panic while it was held does not take the agent down with it.
+    pub fn read(&self) -> RwLockReadGuard<'_, Store> {
+        self.store.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn write(&self) -> RwLockWriteGuard<'_, Store> {
+        self.store.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+}

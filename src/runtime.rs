@@ -1,0 +1,191 @@
+//! Running one agent: seed the state, bind both ports (failing loudly when a port is taken),
+//! start the gossip, purge and peer-provider tasks, and shut down cleanly on SIGTERM/SIGINT.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DataSeederConfig, PeerProviderConfig};
+use crate::connection::client::PeerClient;
+use crate::connection::gossip::{self, GossipConfig};
+use crate::connection::peer_provider::{self, ProviderError, SelfIdentity};
+use crate::connection::peers::Peers;
+use crate::node::{Node, NodeSettings};
+use crate::state::{Limits, Store, StoreConfig, now_ms, seeder};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Seed(#[from] seeder::SeedError),
+    #[error("spec.connection.token_file {file}: cannot read: {source}")]
+    Token { file: PathBuf, source: std::io::Error },
+    #[error("spec.connection.token_file {0}: the file is empty")]
+    EmptyToken(PathBuf),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error("cannot bind the {what} port {addr}: {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
+impl RuntimeError {
+    /// Configuration mistakes exit with 2 like a bad config file; the rest with 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RuntimeError::Bind { .. } => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// Peer entries are limited by the body size only: a full state may be one batch.
+const PEER_MAX_ENTRIES: usize = usize::MAX;
+/// App batches: generous, but bounded so one request cannot stall every other for long.
+const APP_MAX_ENTRIES: usize = 1_000_000;
+
+/// Runs an agent until `shutdown` resolves; `on_ready` gets the bound addresses (app, peer).
+pub async fn run_agent(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), RuntimeError> {
+    let spec = &config.spec;
+    let target_port = config.target_port();
+    peer_provider::validate(&spec.connection.peer_provider, target_port)?;
+    let token = read_token(spec.connection.token_file.as_ref())?;
+    let app_limits = Limits { max_key_bytes: spec.agent.max_key_bytes, max_entries: APP_MAX_ENTRIES };
+    let peer_limits = Limits { max_key_bytes: spec.agent.max_key_bytes, max_entries: PEER_MAX_ENTRIES };
+
+    let mut store = Store::new(StoreConfig {
+        default_ttl: spec.state.ttl,
+        tombstone_lifetime: spec.state.tombstone_lifetime,
+    });
+    if let Some(DataSeederConfig::File { filename }) = &spec.state.data_seeder {
+        let entries = seeder::load(filename, app_limits)?;
+        let now = now_ms();
+        let count = entries.len();
+        for (key, entry) in entries {
+            store.write_local(&key, entry, now);
+        }
+        tracing::info!(file = %filename.display(), entries = count, "state seeded");
+    }
+
+    let app_addr = SocketAddr::new(parse_ip(&spec.agent.bind), spec.agent.port);
+    let peer_ip = parse_ip(&spec.connection.bind);
+    let peer_addr = SocketAddr::new(peer_ip, spec.connection.port);
+    let app_listener = bind("app", app_addr).await?;
+    let peer_listener = bind("peer", peer_addr).await?;
+    let me = SelfIdentity::from_env();
+
+    let settings = NodeSettings {
+        app_limits,
+        peer_limits,
+        token: token.clone(),
+        operator_fed: matches!(spec.connection.peer_provider, PeerProviderConfig::Operator {}),
+        target_port,
+    };
+    let client = PeerClient::new(token, Duration::from_millis(spec.connection.timeout));
+    let peers = Peers::new(own_addresses(peer_addr, &me));
+    let node = Arc::new(Node::new(store, peers, client, settings));
+
+    let stop = CancellationToken::new();
+    let gossip_config = GossipConfig {
+        push_interval: Duration::from_millis(spec.connection.push_interval),
+        pull_interval: Duration::from_millis(spec.connection.pull_interval),
+        r0: spec.connection.r0,
+    };
+    let provider = tokio::spawn(peer_provider::run(
+        spec.connection.peer_provider.clone(),
+        node.clone(),
+        me,
+        stop.clone(),
+    ));
+    let purge = tokio::spawn(gossip::purge_loop(
+        node.clone(),
+        Duration::from_millis(spec.state.purge_interval),
+        stop.clone(),
+    ));
+
+    let app_stop = stop.clone();
+    let peer_stop = stop.clone();
+    let app = {
+        let node = node.clone();
+        let route = crate::http::route(spec.agent.max_body_bytes, move |req| {
+            crate::agent::handle(node.clone(), req)
+        });
+        tokio::spawn(crate::http::serve(app_listener, route, async move { app_stop.cancelled().await }))
+    };
+    let peer = {
+        let node = node.clone();
+        let route = crate::http::route(spec.connection.max_body_bytes, move |req| {
+            crate::connection::api::handle(node.clone(), req)
+        });
+        tokio::spawn(crate::http::serve(peer_listener, route, async move { peer_stop.cancelled().await }))
+    };
+    let gossip = tokio::spawn(gossip::run(node.clone(), gossip_config, stop.clone()));
+    node.set_ready(true);
+    tracing::info!(app = %app_addr, peer = %peer_addr, "c19 agent ready");
+
+    let provider_failed = async {
+        match provider.await {
+            Ok(Err(e)) => Some(e),
+            _ => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        _ = shutdown => Ok(()),
+        e = provider_failed => Err(e.map(RuntimeError::from).expect("provider error")),
+    };
+    tracing::info!("shutting down: no new requests, pushing what is not yet pushed");
+    node.set_ready(false);
+    stop.cancel();
+    let _ = tokio::join!(app, peer, gossip, purge);
+    result
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
+    TcpListener::bind(addr).await.map_err(|source| RuntimeError::Bind { what, addr, source })
+}
+
+fn parse_ip(s: &str) -> IpAddr {
+    s.parse().expect("validated by Config::parse")
+}
+
+/// The spellings under which this agent may appear in its own peer list.
+fn own_addresses(peer_addr: SocketAddr, me: &SelfIdentity) -> HashSet<String> {
+    let port = peer_addr.port();
+    let mut own = HashSet::new();
+    if !peer_addr.ip().is_unspecified() {
+        own.insert(peer_addr.to_string());
+    }
+    if let Some(ip) = me.pod_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) {
+        own.insert(SocketAddr::new(ip, port).to_string());
+    }
+    if let Some(name) = &me.pod_name {
+        own.insert(format!("{name}:{port}"));
+    }
+    own
+}
+
+fn read_token(file: Option<&PathBuf>) -> Result<Option<String>, RuntimeError> {
+    let Some(file) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(file).map_err(|source| RuntimeError::Token { file: file.clone(), source })?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        return Err(RuntimeError::EmptyToken(file.clone()));
+    }
+    Ok(Some(token))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
