@@ -259,11 +259,13 @@ impl Config {
             file: file.to_owned(),
             message: one_line(&e.to_string()),
         })?;
-        config.validate().map_err(|(field, message)| ConfigError::Invalid {
-            file: file.to_owned(),
-            field,
-            message,
-        })?;
+        config
+            .validate()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                file: file.to_owned(),
+                field,
+                message,
+            })?;
         Ok(config)
     }
 
@@ -272,15 +274,47 @@ impl Config {
         let c = &self.spec.connection;
         let s = &self.spec.state;
         let checks: [(bool, &'static str, &str); 9] = [
-            (self.version == "0.1", "version", "only version 0.1 is supported"),
-            (c.push_interval > 0, "spec.connection.push_interval", "must be at least 1 ms"),
-            (c.pull_interval > 0, "spec.connection.pull_interval", "must be at least 1 ms"),
-            (c.timeout > 0, "spec.connection.timeout", "must be at least 1 ms"),
+            (
+                self.version == "0.1",
+                "version",
+                "only version 0.1 is supported",
+            ),
+            (
+                c.push_interval > 0,
+                "spec.connection.push_interval",
+                "must be at least 1 ms",
+            ),
+            (
+                c.pull_interval > 0,
+                "spec.connection.pull_interval",
+                "must be at least 1 ms",
+            ),
+            (
+                c.timeout > 0,
+                "spec.connection.timeout",
+                "must be at least 1 ms",
+            ),
             (c.r0 > 0, "spec.connection.r0", "must be at least 1"),
-            (s.purge_interval > 0, "spec.state.purge_interval", "must be at least 1 ms"),
-            (c.max_body_bytes > 0, "spec.connection.max_body_bytes", "must be positive"),
-            (self.spec.agent.max_key_bytes > 0, "spec.agent.max_key_bytes", "must be positive"),
-            (self.spec.agent.max_body_bytes > 0, "spec.agent.max_body_bytes", "must be positive"),
+            (
+                s.purge_interval > 0,
+                "spec.state.purge_interval",
+                "must be at least 1 ms",
+            ),
+            (
+                c.max_body_bytes > 0,
+                "spec.connection.max_body_bytes",
+                "must be positive",
+            ),
+            (
+                self.spec.agent.max_key_bytes > 0,
+                "spec.agent.max_key_bytes",
+                "must be positive",
+            ),
+            (
+                self.spec.agent.max_body_bytes > 0,
+                "spec.agent.max_body_bytes",
+                "must be positive",
+            ),
         ];
         if let Some((_, field, message)) = checks.iter().find(|(ok, _, _)| !ok) {
             return Err((field, message.to_string()));
@@ -293,10 +327,16 @@ impl Config {
         }
         if let PeerProviderConfig::Dns { name, interval } = &c.peer_provider {
             if name.is_empty() {
-                return Err(("spec.connection.peer_provider.name", "must not be empty".into()));
+                return Err((
+                    "spec.connection.peer_provider.name",
+                    "must not be empty".into(),
+                ));
             }
             if *interval == 0 {
-                return Err(("spec.connection.peer_provider.interval", "must be at least 1 ms".into()));
+                return Err((
+                    "spec.connection.peer_provider.interval",
+                    "must be at least 1 ms".into(),
+                ));
             }
         }
         Ok(())
@@ -304,7 +344,10 @@ impl Config {
 
     /// The port used to reach peers given without one.
     pub fn target_port(&self) -> u16 {
-        self.spec.connection.target_port.unwrap_or(self.spec.connection.port)
+        self.spec
+            .connection
+            .target_port
+            .unwrap_or(self.spec.connection.port)
     }
 }
 
@@ -330,7 +373,9 @@ mod tests {
         assert_eq!(c.spec.agent.port, 3097);
         assert_eq!(
             c.spec.state.data_seeder,
-            Some(DataSeederConfig::File { filename: "data.json".into() })
+            Some(DataSeederConfig::File {
+                filename: "data.json".into()
+            })
         );
         assert_eq!(
             c.spec.connection.peer_provider,
@@ -356,32 +401,51 @@ mod tests {
         assert_eq!(c.spec.connection.timeout, 1000);
         assert_eq!(
             c.spec.connection.peer_provider,
-            PeerProviderConfig::K8s { selector: BTreeMap::new(), namespace: "default".into() }
+            PeerProviderConfig::K8s {
+                selector: BTreeMap::new(),
+                namespace: "default".into()
+            }
         );
     }
 
     #[test]
     fn k8s_and_new_providers_parse() {
         let c = parse("spec:\n  connection:\n    peer_provider: {kind: K8s, selector: {c19: g}, namespace: \":all\"}\n").unwrap();
-        assert!(matches!(c.spec.connection.peer_provider, PeerProviderConfig::K8s { ref namespace, .. } if namespace == ":all"));
-        let c = parse("spec:\n  connection:\n    peer_provider: {kind: Dns, name: g.default.svc}\n").unwrap();
+        assert!(
+            matches!(c.spec.connection.peer_provider, PeerProviderConfig::K8s { ref namespace, .. } if namespace == ":all")
+        );
+        let c =
+            parse("spec:\n  connection:\n    peer_provider: {kind: Dns, name: g.default.svc}\n")
+                .unwrap();
         assert_eq!(
             c.spec.connection.peer_provider,
-            PeerProviderConfig::Dns { name: "g.default.svc".into(), interval: 5000 }
+            PeerProviderConfig::Dns {
+                name: "g.default.svc".into(),
+                interval: 5000
+            }
         );
         let c = parse("spec:\n  connection:\n    peer_provider: {kind: Operator}\n").unwrap();
-        assert_eq!(c.spec.connection.peer_provider, PeerProviderConfig::Operator {});
+        assert_eq!(
+            c.spec.connection.peer_provider,
+            PeerProviderConfig::Operator {}
+        );
     }
 
     #[test]
     fn errors_name_the_file_and_field_on_one_line() {
         let cases = [
-            ("spec:\n  connection:\n    push_intreval: 5\n", "push_intreval"),
+            (
+                "spec:\n  connection:\n    push_intreval: 5\n",
+                "push_intreval",
+            ),
             ("spec:\n  connection:\n    r0: many\n", "spec.connection.r0"),
             ("spec:\n  agent:\n    port: 70000\n", "spec.agent.port"),
             ("spec:\n  connection:\n    r0: 0\n", "spec.connection.r0"),
             ("version: 0.2\nspec: {}\n", "version"),
-            ("spec:\n  connection:\n    peer_provider: {kind: Consul}\n", "Consul"),
+            (
+                "spec:\n  connection:\n    peer_provider: {kind: Consul}\n",
+                "Consul",
+            ),
             ("spec:\n  agent:\n    bind: localhost\n", "spec.agent.bind"),
             ("spec: [\n", "c.yaml"),
         ];
@@ -395,7 +459,9 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_an_error_naming_it() {
-        let e = Config::load(Path::new("/nonexistent/c19.yaml")).unwrap_err().to_string();
+        let e = Config::load(Path::new("/nonexistent/c19.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("/nonexistent/c19.yaml: cannot read"), "{e}");
     }
 }

@@ -24,18 +24,23 @@ pub struct Request {
 
 impl Request {
     /// The path without its leading `/`, percent-decoded.
-    pub fn key(&self) -> Result<String, Response> {
-        decode_path(&self.path)
+    pub fn key(&self) -> Result<String, Box<Response>> {
+        decode_path(&self.path).ok_or_else(|| {
+            Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "key is not valid UTF-8 after percent-decoding",
+            ))
+        })
     }
 }
 
-/// Percent-decodes a path into a key; invalid UTF-8 after decoding is a 400.
-pub fn decode_path(path: &str) -> Result<String, Response> {
+/// Percent-decodes a path into a key; `None` when the result is not UTF-8.
+pub fn decode_path(path: &str) -> Option<String> {
     let raw = path.strip_prefix('/').unwrap_or(path);
     percent_encoding::percent_decode_str(raw)
         .decode_utf8()
+        .ok()
         .map(|k| k.into_owned())
-        .map_err(|_| error(StatusCode::BAD_REQUEST, "key is not valid UTF-8 after percent-decoding"))
 }
 
 pub fn empty(status: StatusCode) -> Response {
@@ -47,13 +52,18 @@ pub fn empty(status: StatusCode) -> Response {
 pub fn json(status: StatusCode, body: Vec<u8>) -> Response {
     let mut r = Response::new(body.into());
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 pub fn json_value(status: StatusCode, value: &impl serde::Serialize) -> Response {
-    json(status, serde_json::to_vec(value).expect("serializing a reply cannot fail"))
+    json(
+        status,
+        serde_json::to_vec(value).expect("serializing a reply cannot fail"),
+    )
 }
 
 /// `{"error": "..."}` with the given status.
@@ -62,8 +72,12 @@ pub fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
 }
 
 pub fn method_not_allowed(allow: &'static str) -> Response {
-    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, format!("method not allowed; allowed: {allow}"));
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed; allowed: {allow}"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
@@ -82,7 +96,12 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {limit} bytes"));
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {limit} bytes"),
+        )
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -93,7 +112,8 @@ where
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
     let mut stream = std::pin::pin!(stream);
     while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading body: {e}")))?;
+        let mut chunk =
+            chunk.map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading body: {e}")))?;
         if buf.len() + chunk.remaining() > limit {
             return Err(too_large());
         }
@@ -120,18 +140,26 @@ where
         .and(warp::path::full())
         .and(warp::header::headers_cloned())
         .and(warp::body::stream())
-        .then(move |method: Method, path: warp::path::FullPath, headers: HeaderMap, body| {
-            let handler = handler.clone();
-            async move {
-                match read_body(&headers, body, limit).await {
-                    Ok(body) => {
-                        let path = path.as_str().to_owned();
-                        handler(Request { method, path, headers, body }).await
+        .then(
+            move |method: Method, path: warp::path::FullPath, headers: HeaderMap, body| {
+                let handler = handler.clone();
+                async move {
+                    match read_body(&headers, body, limit).await {
+                        Ok(body) => {
+                            let path = path.as_str().to_owned();
+                            handler(Request {
+                                method,
+                                path,
+                                headers,
+                                body,
+                            })
+                            .await
+                        }
+                        Err(response) => response,
                     }
-                    Err(response) => response,
                 }
-            }
-        })
+            },
+        )
 }
 
 /// Serves `filter` on a bound listener until `shutdown` resolves, then drains connections.
@@ -142,8 +170,13 @@ pub async fn serve<F>(
 ) where
     F: Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
 {
-    let filter = filter.recover(|_| async { Ok::<_, Infallible>(error(StatusCode::BAD_REQUEST, "bad request")) });
-    warp::serve(filter).incoming(listener).graceful(shutdown).run().await
+    let filter = filter
+        .recover(|_| async { Ok::<_, Infallible>(error(StatusCode::BAD_REQUEST, "bad request")) });
+    warp::serve(filter)
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await
 }
 
 #[cfg(test)]
@@ -155,19 +188,28 @@ mod tests {
         assert_eq!(decode_path("/a%20b%2Fc").unwrap(), "a b/c");
         assert_eq!(decode_path("/plain").unwrap(), "plain");
         assert_eq!(decode_path("/").unwrap(), "");
-        assert_eq!(decode_path("/%FF").unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(decode_path("/%FF"), None);
     }
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused() {
-        let chunks = || futures::stream::iter((0..3).map(|_| Ok::<_, warp::Error>(Bytes::from_static(b"12345"))));
+        let chunks = || {
+            futures::stream::iter(
+                (0..3).map(|_| Ok::<_, warp::Error>(Bytes::from_static(b"12345"))),
+            )
+        };
         let headers = HeaderMap::new();
         assert_eq!(read_body(&headers, chunks(), 15).await.unwrap().len(), 15);
         let r = read_body(&headers, chunks(), 14).await.unwrap_err();
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let mut declared = HeaderMap::new();
         declared.insert(header::CONTENT_LENGTH, HeaderValue::from_static("100"));
-        let r = read_body(&declared, futures::stream::empty::<Result<Bytes, warp::Error>>(), 14).await;
+        let r = read_body(
+            &declared,
+            futures::stream::empty::<Result<Bytes, warp::Error>>(),
+            14,
+        )
+        .await;
         assert_eq!(r.unwrap_err().status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

@@ -9,7 +9,11 @@ use c19::config::Config;
 use c19::logging::{self, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "c19", version, about = "The C19 gossip state agent and its Kubernetes operator")]
+#[command(
+    name = "c19",
+    version,
+    about = "The C19 gossip state agent and its Kubernetes operator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -17,7 +21,13 @@ struct Cli {
     #[arg(long, env = "C19_CONFIG", default_value = "config.yaml")]
     config: PathBuf,
     /// Log format: human-readable text or one JSON object per line.
-    #[arg(long, global = true, env = "C19_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        env = "C19_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     log_format: LogFormat,
 }
 

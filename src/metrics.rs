@@ -33,7 +33,13 @@ impl Exposition {
     }
 
     /// A family whose samples differ by labels (`labels` is the text inside `{}`).
-    pub fn family(&mut self, name: &str, help: &str, kind: &str, samples: &[(&str, f64)]) -> &mut Self {
+    pub fn family(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: &str,
+        samples: &[(&str, f64)],
+    ) -> &mut Self {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, value) in samples {
             if labels.is_empty() {

@@ -23,13 +23,20 @@ pub enum RuntimeError {
     #[error(transparent)]
     Seed(#[from] seeder::SeedError),
     #[error("spec.connection.token_file {file}: cannot read: {source}")]
-    Token { file: PathBuf, source: std::io::Error },
+    Token {
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("spec.connection.token_file {0}: the file is empty")]
     EmptyToken(PathBuf),
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error("cannot bind the {what} port {addr}: {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 impl RuntimeError {
@@ -56,8 +63,14 @@ pub async fn run_agent(
     let target_port = config.target_port();
     peer_provider::validate(&spec.connection.peer_provider, target_port)?;
     let token = read_token(spec.connection.token_file.as_ref())?;
-    let app_limits = Limits { max_key_bytes: spec.agent.max_key_bytes, max_entries: APP_MAX_ENTRIES };
-    let peer_limits = Limits { max_key_bytes: spec.agent.max_key_bytes, max_entries: PEER_MAX_ENTRIES };
+    let app_limits = Limits {
+        max_key_bytes: spec.agent.max_key_bytes,
+        max_entries: APP_MAX_ENTRIES,
+    };
+    let peer_limits = Limits {
+        max_key_bytes: spec.agent.max_key_bytes,
+        max_entries: PEER_MAX_ENTRIES,
+    };
 
     let mut store = Store::new(StoreConfig {
         default_ttl: spec.state.ttl,
@@ -84,7 +97,10 @@ pub async fn run_agent(
         app_limits,
         peer_limits,
         token: token.clone(),
-        operator_fed: matches!(spec.connection.peer_provider, PeerProviderConfig::Operator {}),
+        operator_fed: matches!(
+            spec.connection.peer_provider,
+            PeerProviderConfig::Operator {}
+        ),
         target_port,
     };
     let client = PeerClient::new(token, Duration::from_millis(spec.connection.timeout));
@@ -116,14 +132,18 @@ pub async fn run_agent(
         let route = crate::http::route(spec.agent.max_body_bytes, move |req| {
             crate::agent::handle(node.clone(), req)
         });
-        tokio::spawn(crate::http::serve(app_listener, route, async move { app_stop.cancelled().await }))
+        tokio::spawn(crate::http::serve(app_listener, route, async move {
+            app_stop.cancelled().await
+        }))
     };
     let peer = {
         let node = node.clone();
         let route = crate::http::route(spec.connection.max_body_bytes, move |req| {
             crate::connection::api::handle(node.clone(), req)
         });
-        tokio::spawn(crate::http::serve(peer_listener, route, async move { peer_stop.cancelled().await }))
+        tokio::spawn(crate::http::serve(peer_listener, route, async move {
+            peer_stop.cancelled().await
+        }))
     };
     let gossip = tokio::spawn(gossip::run(node.clone(), gossip_config, stop.clone()));
     node.set_ready(true);
@@ -147,7 +167,9 @@ pub async fn run_agent(
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RuntimeError> {
-    TcpListener::bind(addr).await.map_err(|source| RuntimeError::Bind { what, addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RuntimeError::Bind { what, addr, source })
 }
 
 fn parse_ip(s: &str) -> IpAddr {
@@ -161,7 +183,11 @@ fn own_addresses(peer_addr: SocketAddr, me: &SelfIdentity) -> HashSet<String> {
     if !peer_addr.ip().is_unspecified() {
         own.insert(peer_addr.to_string());
     }
-    if let Some(ip) = me.pod_ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) {
+    if let Some(ip) = me
+        .pod_ip
+        .as_deref()
+        .and_then(|ip| ip.parse::<IpAddr>().ok())
+    {
         own.insert(SocketAddr::new(ip, port).to_string());
     }
     if let Some(name) = &me.pod_name {
@@ -172,7 +198,10 @@ fn own_addresses(peer_addr: SocketAddr, me: &SelfIdentity) -> HashSet<String> {
 
 fn read_token(file: Option<&PathBuf>) -> Result<Option<String>, RuntimeError> {
     let Some(file) = file else { return Ok(None) };
-    let text = std::fs::read_to_string(file).map_err(|source| RuntimeError::Token { file: file.clone(), source })?;
+    let text = std::fs::read_to_string(file).map_err(|source| RuntimeError::Token {
+        file: file.clone(),
+        source,
+    })?;
     let token = text.trim().to_string();
     if token.is_empty() {
         return Err(RuntimeError::EmptyToken(file.clone()));

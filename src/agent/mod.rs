@@ -14,7 +14,7 @@ use crate::state::{body, now_ms};
 pub async fn handle(node: Arc<Node>, req: Request) -> Response {
     let key = match req.key() {
         Ok(k) => k,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match (&req.method, key.is_empty()) {
         (&Method::GET, true) => http::json(StatusCode::OK, node.read().dump(now_ms(), false)),

@@ -53,14 +53,19 @@ fn handle_authorized(node: &Node, req: Request) -> Response {
         (&Method::POST, "/c19/sync") => offer(node, &req.body),
         (&Method::POST, "/c19/sync/diff") => diff(node, &req.body),
         (&Method::POST, "/c19/sync/entries") => merge(node, &req.body, Spread::Quiet),
-        (&Method::GET, "/c19/peers") => {
-            http::json_value(StatusCode::OK, &PeerList { peers: node.peers.list().to_vec() })
-        }
+        (&Method::GET, "/c19/peers") => http::json_value(
+            StatusCode::OK,
+            &PeerList {
+                peers: node.peers.list().to_vec(),
+            },
+        ),
         (&Method::PUT, "/c19/peers") => set_peers(node, &req.body),
         (_, "/c19/peers") => http::method_not_allowed("GET, PUT"),
         (_, "/c19/digest") => http::method_not_allowed("GET"),
         (_, p) if p.starts_with("/c19/sync") => http::method_not_allowed("POST"),
-        (&Method::GET, p) if p.starts_with("/c19/") => http::error(StatusCode::NOT_FOUND, "no such endpoint"),
+        (&Method::GET, p) if p.starts_with("/c19/") => {
+            http::error(StatusCode::NOT_FOUND, "no such endpoint")
+        }
         (&Method::GET, p) => version(node, &p[1..]),
         (_, "/") => http::method_not_allowed("GET, PUT"),
         _ => http::method_not_allowed("GET"),
@@ -77,7 +82,9 @@ fn response_len(r: &Response) -> Option<u64> {
 
 /// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
 fn authorized(node: &Node, req: &Request) -> bool {
-    let Some(token) = &node.settings.token else { return true };
+    let Some(token) = &node.settings.token else {
+        return true;
+    };
     let presented = req
         .headers
         .get(header::AUTHORIZATION)
@@ -90,7 +97,8 @@ fn authorized(node: &Node, req: &Request) -> bool {
 
 fn unauthorized() -> Response {
     let mut r = http::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     r
 }
 
@@ -119,7 +127,10 @@ pub fn digest_report(node: &Node) -> DigestReport {
         digest: store.digest(now).to_string(),
         keys: counts.keys,
         tombstones: counts.tombstones,
-        version: store.legacy_version().map(|v| v.to_string()).unwrap_or_default(),
+        version: store
+            .legacy_version()
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
         peers: node.peers.len(),
     }
 }
@@ -159,7 +170,12 @@ fn set_peers(node: &Node, body: &[u8]) -> Response {
         Err(e) => return http::error(StatusCode::BAD_REQUEST, format!("peer list: {e}")),
     };
     let port = node.settings.target_port;
-    match list.peers.iter().map(|p| normalize(p, port)).collect::<Result<Vec<_>, _>>() {
+    match list
+        .peers
+        .iter()
+        .map(|p| normalize(p, port))
+        .collect::<Result<Vec<_>, _>>()
+    {
         Ok(peers) => {
             if node.peers.set(peers) {
                 tracing::info!(peers = node.peers.len(), "peer list set by the operator");
@@ -175,18 +191,70 @@ fn metrics(node: &Node) -> String {
     let m = &node.metrics;
     Exposition::default()
         .gauge("c19_keys", "Live keys in the state.", counts.keys as f64)
-        .gauge("c19_tombstones", "Deletes remembered so that they replicate.", counts.tombstones as f64)
-        .gauge("c19_expired", "Expired values remembered until their lifetime ends.", counts.expired as f64)
-        .gauge("c19_peers", "Peers in the current peer list.", node.peers.len() as f64)
-        .gauge("c19_ready", "1 when the agent is ready.", f64::from(u8::from(node.is_ready())))
-        .counter("c19_pushes_sent_total", "Pushes of changed entries sent to peers.", m.pushes_sent.get())
-        .counter("c19_pushes_failed_total", "Pushes that failed or timed out.", m.pushes_failed.get())
-        .counter("c19_pulls_sent_total", "Anti-entropy syncs started with a peer.", m.syncs_sent.get())
-        .counter("c19_pulls_failed_total", "Anti-entropy syncs that failed or timed out.", m.syncs_failed.get())
-        .counter("c19_pulls_equal_total", "Syncs that found the peer equal from its digest.", m.syncs_equal.get())
-        .counter("c19_records_applied_total", "Records from peers that changed the state.", m.records_applied.get())
-        .counter("c19_records_purged_total", "Deletes and expired values forgotten.", m.records_purged.get())
-        .counter("c19_bytes_sent_total", "Body bytes sent to peers and answered to peers.", m.traffic.sent.get())
-        .counter("c19_bytes_received_total", "Body bytes received from peers.", m.traffic.received.get())
+        .gauge(
+            "c19_tombstones",
+            "Deletes remembered so that they replicate.",
+            counts.tombstones as f64,
+        )
+        .gauge(
+            "c19_expired",
+            "Expired values remembered until their lifetime ends.",
+            counts.expired as f64,
+        )
+        .gauge(
+            "c19_peers",
+            "Peers in the current peer list.",
+            node.peers.len() as f64,
+        )
+        .gauge(
+            "c19_ready",
+            "1 when the agent is ready.",
+            f64::from(u8::from(node.is_ready())),
+        )
+        .counter(
+            "c19_pushes_sent_total",
+            "Pushes of changed entries sent to peers.",
+            m.pushes_sent.get(),
+        )
+        .counter(
+            "c19_pushes_failed_total",
+            "Pushes that failed or timed out.",
+            m.pushes_failed.get(),
+        )
+        .counter(
+            "c19_pulls_sent_total",
+            "Anti-entropy syncs started with a peer.",
+            m.syncs_sent.get(),
+        )
+        .counter(
+            "c19_pulls_failed_total",
+            "Anti-entropy syncs that failed or timed out.",
+            m.syncs_failed.get(),
+        )
+        .counter(
+            "c19_pulls_equal_total",
+            "Syncs that found the peer equal from its digest.",
+            m.syncs_equal.get(),
+        )
+        .counter(
+            "c19_records_applied_total",
+            "Records from peers that changed the state.",
+            m.records_applied.get(),
+        )
+        .counter(
+            "c19_records_purged_total",
+            "Deletes and expired values forgotten.",
+            m.records_purged.get(),
+        )
+        .counter(
+            "c19_bytes_sent_total",
+            "Body bytes sent to peers and answered to peers.",
+            m.traffic.sent.get(),
+        )
+        .counter(
+            "c19_bytes_received_total",
+            "Body bytes received from peers.",
+            m.traffic.received.get(),
+        )
         .finish()
 }

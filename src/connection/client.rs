@@ -19,7 +19,11 @@ pub enum ClientError {
     #[error("{peer}: {message}")]
     Transport { peer: String, message: String },
     #[error("{peer}: answered {status}: {body}")]
-    Status { peer: String, status: StatusCode, body: String },
+    Status {
+        peer: String,
+        status: StatusCode,
+        body: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -45,7 +49,11 @@ impl PeerClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(2)
             .build(connector);
-        PeerClient { client, token, timeout }
+        PeerClient {
+            client,
+            token,
+            timeout,
+        }
     }
 
     /// Sends one request and returns the status and body of a 2xx answer.
@@ -57,8 +65,13 @@ impl PeerClient {
         body: Option<Bytes>,
         traffic: &Traffic,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let transport = |message: String| ClientError::Transport { peer: peer.to_string(), message };
-        let mut req = Request::builder().method(method).uri(format!("http://{peer}{path}"));
+        let transport = |message: String| ClientError::Transport {
+            peer: peer.to_string(),
+            message,
+        };
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{peer}{path}"));
         if let Some(token) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -67,21 +80,39 @@ impl PeerClient {
         if sent > 0 {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
-        let req = req.body(Full::new(body)).map_err(|e| transport(e.to_string()))?;
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| transport(e.to_string()))?;
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| transport(error_chain(&e)))?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| transport(error_chain(&e)))?;
             let status = resp.status();
-            let bytes = resp.into_body().collect().await.map_err(|e| transport(e.to_string()))?.to_bytes();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| transport(e.to_string()))?
+                .to_bytes();
             Ok::<_, ClientError>((status, bytes))
         };
         let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| ClientError::Timeout { peer: peer.to_string(), timeout: self.timeout })??;
+            .map_err(|_| ClientError::Timeout {
+                peer: peer.to_string(),
+                timeout: self.timeout,
+            })??;
         traffic.sent.add(sent);
         traffic.received.add(bytes.len() as u64);
         if !status.is_success() {
             let body = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
-            return Err(ClientError::Status { peer: peer.to_string(), status, body });
+            return Err(ClientError::Status {
+                peer: peer.to_string(),
+                status,
+                body,
+            });
         }
         Ok((status, bytes))
     }

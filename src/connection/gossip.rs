@@ -68,10 +68,21 @@ fn take_changes(node: &Node) -> Vec<Bytes> {
 }
 
 async fn push_to(node: &Node, peer: &str, bodies: &[Bytes]) {
-    let Some(_busy) = node.peers.claim(peer) else { return };
+    let Some(_busy) = node.peers.claim(peer) else {
+        return;
+    };
     for body in bodies {
         node.metrics.pushes_sent.inc();
-        let result = node.client.call(Method::PUT, peer, "/", Some(body.clone()), &node.metrics.traffic).await;
+        let result = node
+            .client
+            .call(
+                Method::PUT,
+                peer,
+                "/",
+                Some(body.clone()),
+                &node.metrics.traffic,
+            )
+            .await;
         if let Err(e) = result {
             node.metrics.pushes_failed.inc();
             tracing::debug!(error = %e, "push failed");
@@ -84,7 +95,9 @@ fn sync_round(node: &Arc<Node>, n: usize, rng: &mut fastrand::Rng) {
     for peer in node.peers.pick(n, rng) {
         let node = node.clone();
         tokio::spawn(async move {
-            let Some(_busy) = node.peers.claim(&peer) else { return };
+            let Some(_busy) = node.peers.claim(&peer) else {
+                return;
+            };
             node.metrics.syncs_sent.inc();
             match sync_with(&node, &peer).await {
                 Ok(Outcome::Equal) => node.metrics.syncs_equal.inc(),

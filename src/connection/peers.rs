@@ -18,7 +18,11 @@ pub fn normalize(peer: &str, default_port: u16) -> Result<String, PeerError> {
     if let Ok(sa) = peer.parse::<SocketAddr>() {
         return Ok(sa.to_string());
     }
-    if let Ok(ip) = peer.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+    if let Ok(ip) = peer
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
         return Ok(SocketAddr::new(ip, default_port).to_string());
     }
     let (host, port) = match peer.rsplit_once(':') {
@@ -27,7 +31,9 @@ pub fn normalize(peer: &str, default_port: u16) -> Result<String, PeerError> {
     };
     let valid_host = !host.is_empty()
         && host.len() <= 253
-        && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_');
     if !valid_host {
         return Err(invalid());
     }
@@ -51,14 +57,22 @@ pub struct Busy<'a> {
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.peers.in_flight.lock().expect("peer lock").remove(&self.peer);
+        self.peers
+            .in_flight
+            .lock()
+            .expect("peer lock")
+            .remove(&self.peer);
     }
 }
 
 impl Peers {
     /// `own` holds the addresses (`host:port`) under which this agent would appear in a list.
     pub fn new(own: HashSet<String>) -> Peers {
-        Peers { current: RwLock::default(), own, in_flight: Mutex::default() }
+        Peers {
+            current: RwLock::default(),
+            own,
+            in_flight: Mutex::default(),
+        }
     }
 
     /// Replaces the list; returns whether it changed.
@@ -103,7 +117,10 @@ impl Peers {
     /// Claims `peer` for one request; `None` when a request to it is already in flight.
     pub fn claim(&self, peer: &str) -> Option<Busy<'_>> {
         let mut busy = self.in_flight.lock().expect("peer lock");
-        busy.insert(peer.to_string()).then(|| Busy { peers: self, peer: peer.to_string() })
+        busy.insert(peer.to_string()).then(|| Busy {
+            peers: self,
+            peer: peer.to_string(),
+        })
     }
 }
 
@@ -119,7 +136,10 @@ mod tests {
         assert_eq!(n("::1").unwrap(), "[::1]:4097");
         assert_eq!(n("[fe80::1]:99").unwrap(), "[fe80::1]:99");
         assert_eq!(n("[fe80::1]").unwrap(), "[fe80::1]:4097");
-        assert_eq!(n("c19-0.c19.default.svc").unwrap(), "c19-0.c19.default.svc:4097");
+        assert_eq!(
+            n("c19-0.c19.default.svc").unwrap(),
+            "c19-0.c19.default.svc:4097"
+        );
         assert_eq!(n("host:80").unwrap(), "host:80");
         assert!(n("host:http").is_err());
         assert!(n("").is_err());
@@ -130,7 +150,11 @@ mod tests {
     fn never_lists_itself_and_skips_busy_peers() {
         let own: HashSet<String> = ["127.0.0.1:4097".to_string()].into();
         let peers = Peers::new(own);
-        assert!(peers.set(vec!["127.0.0.2:4097".into(), "127.0.0.1:4097".into(), "127.0.0.3:4097".into()]));
+        assert!(peers.set(vec![
+            "127.0.0.2:4097".into(),
+            "127.0.0.1:4097".into(),
+            "127.0.0.3:4097".into()
+        ]));
         assert!(!peers.set(vec!["127.0.0.3:4097".into(), "127.0.0.2:4097".into()]));
         assert_eq!(*peers.list(), vec!["127.0.0.2:4097", "127.0.0.3:4097"]);
         let mut rng = fastrand::Rng::with_seed(1);

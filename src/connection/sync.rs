@@ -64,7 +64,9 @@ pub fn answer_offer(store: &Store, offer: &Offer) -> Result<Option<Buckets>, Syn
     if offer.digest == store.sync_digest() {
         return Ok(None);
     }
-    Ok(Some(Buckets { buckets: store.buckets(offer.count) }))
+    Ok(Some(Buckets {
+        buckets: store.buckets(offer.count),
+    }))
 }
 
 /// The responder's side of a diff: send what the requester lacks, ask for what it has.
@@ -77,17 +79,27 @@ pub fn answer_diff(store: &Store, req: &DiffRequest) -> Result<DiffReply, SyncEr
     }
     let ids: HashSet<usize> = req.fingerprints.keys().copied().collect();
     let theirs: HashSet<u64> = req.fingerprints.values().flatten().copied().collect();
-    let ours: HashSet<u64> = store.fingerprints_in(req.count, &ids).into_values().flatten().collect();
+    let ours: HashSet<u64> = store
+        .fingerprints_in(req.count, &ids)
+        .into_values()
+        .flatten()
+        .collect();
     let entries = store.render(store.keys_unknown_to(req.count, &ids, &theirs));
-    let entries = RawValue::from_string(String::from_utf8(entries).expect("rendered JSON is UTF-8"))
-        .expect("rendered JSON is valid");
+    let entries =
+        RawValue::from_string(String::from_utf8(entries).expect("rendered JSON is UTF-8"))
+            .expect("rendered JSON is valid");
     let want = theirs.difference(&ours).copied().collect();
     Ok(DiffReply { entries, want })
 }
 
 /// Buckets whose digests differ.
 pub fn differing(ours: &[u64], theirs: &[u64]) -> HashSet<usize> {
-    ours.iter().zip(theirs).enumerate().filter(|(_, (a, b))| a != b).map(|(i, _)| i).collect()
+    ours.iter()
+        .zip(theirs)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Merges a body map received from a peer; returns how many records changed the state.
@@ -113,33 +125,55 @@ pub enum Outcome {
 
 /// Runs one anti-entropy exchange with `peer`.
 pub async fn sync_with(node: &Node, peer: &str) -> Result<Outcome, SyncError> {
-    let protocol = |message: String| SyncError::Protocol { peer: peer.to_string(), message };
+    let protocol = |message: String| SyncError::Protocol {
+        peer: peer.to_string(),
+        message,
+    };
     let traffic = &node.metrics.traffic;
     let (digest, count) = {
         let store = node.read();
         (store.sync_digest(), bucket_count(store.len()))
     };
     let offer = serde_json::to_vec(&Offer { digest, count }).expect("offer serializes");
-    let (status, body) = node.client.call(Method::POST, peer, "/c19/sync", Some(offer.into()), traffic).await?;
+    let (status, body) = node
+        .client
+        .call(Method::POST, peer, "/c19/sync", Some(offer.into()), traffic)
+        .await?;
     if status == hyper::StatusCode::NO_CONTENT {
         return Ok(Outcome::Equal);
     }
     let theirs: Buckets = serde_json::from_slice(&body).map_err(|e| protocol(e.to_string()))?;
     if theirs.buckets.len() != count {
-        return Err(protocol(format!("{} buckets, expected {count}", theirs.buckets.len())));
+        return Err(protocol(format!(
+            "{} buckets, expected {count}",
+            theirs.buckets.len()
+        )));
     }
     let request = {
         let store = node.read();
         let ids = differing(&store.buckets(count), &theirs.buckets);
-        DiffRequest { count, fingerprints: store.fingerprints_in(count, &ids) }
+        DiffRequest {
+            count,
+            fingerprints: store.fingerprints_in(count, &ids),
+        }
     };
     if request.fingerprints.is_empty() {
         return Ok(Outcome::Equal);
     }
     let request = serde_json::to_vec(&request).expect("diff serializes");
-    let (_, body) = node.client.call(Method::POST, peer, "/c19/sync/diff", Some(request.into()), traffic).await?;
+    let (_, body) = node
+        .client
+        .call(
+            Method::POST,
+            peer,
+            "/c19/sync/diff",
+            Some(request.into()),
+            traffic,
+        )
+        .await?;
     let reply: DiffReply = serde_json::from_slice(&body).map_err(|e| protocol(e.to_string()))?;
-    let received = apply(node, reply.entries.get().as_bytes(), Spread::Quiet).map_err(|e| protocol(e.to_string()))?;
+    let received = apply(node, reply.entries.get().as_bytes(), Spread::Quiet)
+        .map_err(|e| protocol(e.to_string()))?;
     let want: HashSet<u64> = reply.want.into_iter().collect();
     let (body, sent) = {
         let store = node.read();
@@ -147,7 +181,15 @@ pub async fn sync_with(node: &Node, peer: &str) -> Result<Outcome, SyncError> {
         (store.render(keys.iter().copied()), keys.len())
     };
     if sent > 0 {
-        node.client.call(Method::POST, peer, "/c19/sync/entries", Some(Bytes::from(body)), traffic).await?;
+        node.client
+            .call(
+                Method::POST,
+                peer,
+                "/c19/sync/entries",
+                Some(Bytes::from(body)),
+                traffic,
+            )
+            .await?;
     }
     Ok(Outcome::Exchanged { received, sent })
 }
@@ -158,10 +200,21 @@ mod tests {
     use crate::state::{Incoming, StoreConfig};
 
     fn store(pairs: &[(&str, &str, u64)]) -> Store {
-        let mut s = Store::new(StoreConfig { default_ttl: None, tombstone_lifetime: 1000 });
+        let mut s = Store::new(StoreConfig {
+            default_ttl: None,
+            tombstone_lifetime: 1000,
+        });
         for (k, v, ts) in pairs {
             let value = Some(RawValue::from_string(v.to_string()).unwrap());
-            s.write_local(k, Incoming { value, ts: Some(*ts), ttl: None }, *ts);
+            s.write_local(
+                k,
+                Incoming {
+                    value,
+                    ts: Some(*ts),
+                    ttl: None,
+                },
+                *ts,
+            );
         }
         s
     }
@@ -169,21 +222,51 @@ mod tests {
     /// Runs the protocol between two stores without I/O and returns both afterwards.
     fn exchange(mut a: Store, mut b: Store) -> (Store, Store, usize) {
         let count = bucket_count(a.len());
-        let Some(theirs) = answer_offer(&b, &Offer { digest: a.sync_digest(), count }).unwrap() else {
+        let Some(theirs) = answer_offer(
+            &b,
+            &Offer {
+                digest: a.sync_digest(),
+                count,
+            },
+        )
+        .unwrap() else {
             return (a, b, 0);
         };
         let ids = differing(&a.buckets(count), &theirs.buckets);
-        let req = DiffRequest { count, fingerprints: a.fingerprints_in(count, &ids) };
+        let req = DiffRequest {
+            count,
+            fingerprints: a.fingerprints_in(count, &ids),
+        };
         let reply = answer_diff(&b, &req).unwrap();
-        let got = parse_batch(reply.entries.get().as_bytes(), Origin::Peer, crate::state::Limits { max_key_bytes: 99, max_entries: 99 }).unwrap();
+        let got = parse_batch(
+            reply.entries.get().as_bytes(),
+            Origin::Peer,
+            crate::state::Limits {
+                max_key_bytes: 99,
+                max_entries: 99,
+            },
+        )
+        .unwrap();
         let moved = got.len();
         for (k, e) in got {
             a.merge_incoming(&k, e, 10, Spread::Quiet);
         }
         let want: HashSet<u64> = reply.want.into_iter().collect();
-        let keys: Vec<String> = a.keys_with_fingerprints(&want).into_iter().map(String::from).collect();
+        let keys: Vec<String> = a
+            .keys_with_fingerprints(&want)
+            .into_iter()
+            .map(String::from)
+            .collect();
         let body = a.render(keys.iter().map(|k| k.as_str()));
-        let sent = parse_batch(&body, Origin::Peer, crate::state::Limits { max_key_bytes: 99, max_entries: 99 }).unwrap();
+        let sent = parse_batch(
+            &body,
+            Origin::Peer,
+            crate::state::Limits {
+                max_key_bytes: 99,
+                max_entries: 99,
+            },
+        )
+        .unwrap();
         let moved = moved + sent.len();
         for (k, e) in sent {
             b.merge_incoming(&k, e, 10, Spread::Quiet);
@@ -200,8 +283,12 @@ mod tests {
 
     #[test]
     fn only_differing_records_move_both_ways() {
-        let common: Vec<(String, &str, u64)> = (0..200).map(|i| (format!("k{i}"), "1", 1)).collect();
-        let mut a_pairs: Vec<(&str, &str, u64)> = common.iter().map(|(k, v, t)| (k.as_str(), *v, *t)).collect();
+        let common: Vec<(String, &str, u64)> =
+            (0..200).map(|i| (format!("k{i}"), "1", 1)).collect();
+        let mut a_pairs: Vec<(&str, &str, u64)> = common
+            .iter()
+            .map(|(k, v, t)| (k.as_str(), *v, *t))
+            .collect();
         let mut b_pairs = a_pairs.clone();
         a_pairs.push(("only-a", "1", 2));
         b_pairs.push(("only-b", "2", 2));
@@ -210,14 +297,32 @@ mod tests {
         assert_eq!(a.sync_digest(), b.sync_digest());
         // only-a to b; only-b and k5 to a; plus k5's old version, which a offers but b ignores.
         assert!(moved <= 4, "moved {moved}");
-        assert_eq!(a.get("k5", 10).unwrap().value.as_ref().unwrap().get(), "\"newer\"");
+        assert_eq!(
+            a.get("k5", 10).unwrap().value.as_ref().unwrap().get(),
+            "\"newer\""
+        );
     }
 
     #[test]
     fn bad_counts_and_buckets_are_refused() {
         let s = store(&[]);
-        assert!(answer_offer(&s, &Offer { digest: 1, count: 3 }).is_err());
-        let req = DiffRequest { count: 4, fingerprints: [(9, vec![])].into() };
-        assert!(matches!(answer_diff(&s, &req), Err(SyncError::BadBucket(9))));
+        assert!(
+            answer_offer(
+                &s,
+                &Offer {
+                    digest: 1,
+                    count: 3
+                }
+            )
+            .is_err()
+        );
+        let req = DiffRequest {
+            count: 4,
+            fingerprints: [(9, vec![])].into(),
+        };
+        assert!(matches!(
+            answer_diff(&s, &req),
+            Err(SyncError::BadBucket(9))
+        ));
     }
 }

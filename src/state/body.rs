@@ -66,7 +66,10 @@ pub fn parse_batch(
     let map: HashMap<String, &RawValue> =
         serde_json::from_slice(body).map_err(|e| BodyError::NotAMap(e.to_string()))?;
     if map.len() > limits.max_entries {
-        return Err(BodyError::TooManyEntries { count: map.len(), max: limits.max_entries });
+        return Err(BodyError::TooManyEntries {
+            count: map.len(),
+            max: limits.max_entries,
+        });
     }
     let mut out = Vec::with_capacity(map.len());
     for (key, raw) in map {
@@ -87,7 +90,10 @@ pub fn parse_entry(body: &[u8], key: &str, limits: Limits) -> Result<Incoming, B
         key: key.into(),
         message: "body is not UTF-8".into(),
     })?;
-    parse_entry_raw(text, Origin::App).map_err(|message| BodyError::Entry { key: key.into(), message })
+    parse_entry_raw(text, Origin::App).map_err(|message| BodyError::Entry {
+        key: key.into(),
+        message,
+    })
 }
 
 fn check_key(key: &str, limits: Limits) -> Result<(), BodyError> {
@@ -95,7 +101,10 @@ fn check_key(key: &str, limits: Limits) -> Result<(), BodyError> {
         return Err(BodyError::EmptyKey);
     }
     if key.len() > limits.max_key_bytes {
-        return Err(BodyError::KeyTooLong { key: truncate(key, 64), max: limits.max_key_bytes });
+        return Err(BodyError::KeyTooLong {
+            key: truncate(key, 64),
+            max: limits.max_key_bytes,
+        });
     }
     Ok(())
 }
@@ -106,7 +115,11 @@ fn parse_entry_raw(text: &str, origin: Origin) -> Result<Incoming, String> {
         return Err("field `deleted` is only accepted from peers; use DELETE /<key>".into());
     }
     let value = (!e.deleted).then(|| compact(e.value));
-    Ok(Incoming { value, ts: e.ts, ttl: e.ttl })
+    Ok(Incoming {
+        value,
+        ts: e.ts,
+        ttl: e.ttl,
+    })
 }
 
 /// serde_json's "at line 1 column 9" points into the entry, not the body, so it only confuses.
@@ -129,7 +142,10 @@ fn truncate(s: &str, max: usize) -> String {
 /// are stored, compared and sent as the same bytes.
 pub fn compact(raw: &RawValue) -> Box<RawValue> {
     let text = raw.get();
-    if !text.bytes().any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t')) {
+    if !text
+        .bytes()
+        .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+    {
         return raw.to_owned();
     }
     let mut out = String::with_capacity(text.len());
@@ -158,7 +174,10 @@ pub fn compact(raw: &RawValue) -> Box<RawValue> {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { max_key_bytes: 16, max_entries: 10 };
+    const LIMITS: Limits = Limits {
+        max_key_bytes: 16,
+        max_entries: 10,
+    };
 
     fn app(body: &str) -> Result<Vec<(String, Incoming)>, BodyError> {
         parse_batch(body.as_bytes(), Origin::App, LIMITS)
@@ -166,7 +185,8 @@ mod tests {
 
     #[test]
     fn accepts_the_original_format() {
-        let v = app(r#"{"cat": {"value": "garfield", "ts": 1601241450390, "ttl": 60000}}"#).unwrap();
+        let v =
+            app(r#"{"cat": {"value": "garfield", "ts": 1601241450390, "ttl": 60000}}"#).unwrap();
         assert_eq!(v.len(), 1);
         let (k, e) = &v[0];
         assert_eq!(k, "cat");
@@ -184,12 +204,27 @@ mod tests {
             ("garbage", "not a JSON object"),
             ("[1]", "not a JSON object"),
             (r#"{"a": {"ts": 1}}"#, "entry \"a\": missing field `value`"),
-            (r#"{"a": {"value": 1, "ttl": -1}}"#, "entry \"a\": invalid value: integer `-1`"),
-            (r#"{"a": {"value": 1, "ts": "now"}}"#, "entry \"a\": invalid type: string \"now\""),
-            (r#"{"a": {"value": 1, "tll": 5}}"#, "entry \"a\": unknown field `tll`"),
-            (r#"{"a": {"value": 1, "deleted": true}}"#, "only accepted from peers"),
+            (
+                r#"{"a": {"value": 1, "ttl": -1}}"#,
+                "entry \"a\": invalid value: integer `-1`",
+            ),
+            (
+                r#"{"a": {"value": 1, "ts": "now"}}"#,
+                "entry \"a\": invalid type: string \"now\"",
+            ),
+            (
+                r#"{"a": {"value": 1, "tll": 5}}"#,
+                "entry \"a\": unknown field `tll`",
+            ),
+            (
+                r#"{"a": {"value": 1, "deleted": true}}"#,
+                "only accepted from peers",
+            ),
             (r#"{"": {"value": 1}}"#, "empty keys"),
-            (r#"{"aaaaaaaaaaaaaaaaaaaa": {"value": 1}}"#, "longer than 16 bytes"),
+            (
+                r#"{"aaaaaaaaaaaaaaaaaaaa": {"value": 1}}"#,
+                "longer than 16 bytes",
+            ),
             (r#"{"a": 5}"#, "entry \"a\": invalid type: integer `5`"),
         ];
         for (body, needle) in cases {
@@ -201,9 +236,15 @@ mod tests {
         }
         let many: String = format!(
             "{{{}}}",
-            (0..11).map(|i| format!("\"k{i}\":{{\"value\":1}}")).collect::<Vec<_>>().join(",")
+            (0..11)
+                .map(|i| format!("\"k{i}\":{{\"value\":1}}"))
+                .collect::<Vec<_>>()
+                .join(",")
         );
-        assert!(matches!(app(&many), Err(BodyError::TooManyEntries { count: 11, max: 10 })));
+        assert!(matches!(
+            app(&many),
+            Err(BodyError::TooManyEntries { count: 11, max: 10 })
+        ));
     }
 
     #[test]

@@ -54,7 +54,10 @@ mod tests {
 
     #[test]
     fn legacy_version_matches_the_reference_vectors() {
-        assert_eq!(legacy_version([("cat", 1601241450390)].into_iter()), Some(883365185692908898));
+        assert_eq!(
+            legacy_version([("cat", 1601241450390)].into_iter()),
+            Some(883365185692908898)
+        );
         assert_eq!(
             legacy_version([("cat", 1601241450390), ("dog", 1601241450391)].into_iter()),
             Some(483569675125791900)
@@ -64,7 +67,9 @@ mod tests {
 
     #[test]
     fn folding_preserves_the_total() {
-        let fine: Vec<u64> = (0..FINE_BUCKETS as u64).map(|i| i.wrapping_mul(0x9E3779B97F4A7C15)).collect();
+        let fine: Vec<u64> = (0..FINE_BUCKETS as u64)
+            .map(|i| i.wrapping_mul(0x9E3779B97F4A7C15))
+            .collect();
         let total = fine.iter().fold(0, |a, b| a ^ b);
         for count in [1, 2, 64, FINE_BUCKETS] {
             assert_eq!(fold(&fine, count).iter().fold(0, |a, b| a ^ b), total);

@@ -7,7 +7,10 @@ use serde_json::value::RawValue;
 use super::record::Record;
 use super::store::{Spread, Store, StoreConfig};
 
-const CFG: StoreConfig = StoreConfig { default_ttl: None, tombstone_lifetime: u64::MAX / 4 };
+const CFG: StoreConfig = StoreConfig {
+    default_ttl: None,
+    tombstone_lifetime: u64::MAX / 4,
+};
 const NOW: u64 = 1_000;
 
 fn record() -> impl Strategy<Value = (String, Record)> {
@@ -81,15 +84,22 @@ proptest! {
 /// Reads a store back through its wire dump, the way a peer would receive it.
 fn bc_records(s: &Store) -> Vec<(String, Record)> {
     let body = s.dump(NOW, true);
-    super::body::parse_batch(&body, super::body::Origin::Peer, super::body::Limits { max_key_bytes: 64, max_entries: 1000 })
-        .unwrap()
-        .into_iter()
-        .map(|(k, e)| {
-            let r = match e.value {
-                Some(v) => Record::value(v, e.ts.unwrap(), e.ttl),
-                None => Record::tombstone(e.ts.unwrap()),
-            };
-            (k, r)
-        })
-        .collect()
+    super::body::parse_batch(
+        &body,
+        super::body::Origin::Peer,
+        super::body::Limits {
+            max_key_bytes: 64,
+            max_entries: 1000,
+        },
+    )
+    .unwrap()
+    .into_iter()
+    .map(|(k, e)| {
+        let r = match e.value {
+            Some(v) => Record::value(v, e.ts.unwrap(), e.ttl),
+            None => Record::tombstone(e.ts.unwrap()),
+        };
+        (k, r)
+    })
+    .collect()
 }

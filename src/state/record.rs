@@ -29,11 +29,19 @@ impl Eq for Record {}
 
 impl Record {
     pub fn value(value: Box<RawValue>, ts: u64, ttl: Option<u64>) -> Record {
-        Record { value: Some(value), ts, ttl }
+        Record {
+            value: Some(value),
+            ts,
+            ttl,
+        }
     }
 
     pub fn tombstone(ts: u64) -> Record {
-        Record { value: None, ts, ttl: None }
+        Record {
+            value: None,
+            ts,
+            ttl: None,
+        }
     }
 
     pub fn is_tombstone(&self) -> bool {
@@ -54,7 +62,11 @@ impl Record {
     /// When the record may be forgotten: deletes and expired values are kept for `lifetime` ms so
     /// that an older copy held by a lagging peer cannot bring the key back.
     pub fn forget_at(&self, lifetime: u64) -> Option<u64> {
-        let end = if self.is_tombstone() { Some(self.ts) } else { self.expires_at() };
+        let end = if self.is_tombstone() {
+            Some(self.ts)
+        } else {
+            self.expires_at()
+        };
         end.map(|e| e.saturating_add(lifetime))
     }
 
@@ -174,10 +186,22 @@ mod tests {
 
     #[test]
     fn fingerprint_covers_the_value() {
-        assert_ne!(v("1", 1, None).fingerprint("k"), v("2", 1, None).fingerprint("k"));
-        assert_ne!(v("1", 1, None).fingerprint("k"), v("1", 1, None).fingerprint("j"));
-        assert_ne!(v("1", 1, None).fingerprint("k"), v("1", 1, Some(1)).fingerprint("k"));
-        assert_ne!(v("null", 1, None).fingerprint("k"), Record::tombstone(1).fingerprint("k"));
+        assert_ne!(
+            v("1", 1, None).fingerprint("k"),
+            v("2", 1, None).fingerprint("k")
+        );
+        assert_ne!(
+            v("1", 1, None).fingerprint("k"),
+            v("1", 1, None).fingerprint("j")
+        );
+        assert_ne!(
+            v("1", 1, None).fingerprint("k"),
+            v("1", 1, Some(1)).fingerprint("k")
+        );
+        assert_ne!(
+            v("null", 1, None).fingerprint("k"),
+            Record::tombstone(1).fingerprint("k")
+        );
     }
 
     #[test]

@@ -76,7 +76,10 @@ impl Store {
 
     /// The live record of `key`: a value that has not expired.
     pub fn get(&self, key: &str, now: u64) -> Option<&Record> {
-        self.entries.get(key).map(|s| &s.record).filter(|r| r.is_live(now))
+        self.entries
+            .get(key)
+            .map(|s| &s.record)
+            .filter(|r| r.is_live(now))
     }
 
     /// The stored record of `key`, whatever its kind.
@@ -121,7 +124,10 @@ impl Store {
     /// The merge rule: keep the greater record. Records already past their forget time are
     /// refused, so a forgotten delete is not brought back by a lagging peer.
     pub fn merge(&mut self, key: &str, record: Record, now: u64, spread: Spread) -> bool {
-        if record.forget_at(self.config.tombstone_lifetime).is_some_and(|t| t < now) {
+        if record
+            .forget_at(self.config.tombstone_lifetime)
+            .is_some_and(|t| t < now)
+        {
             return false;
         }
         if let Some(slot) = self.entries.get(key) {
@@ -130,7 +136,11 @@ impl Store {
             }
         }
         let fingerprint = record.fingerprint(key);
-        let slot = Slot { record, fingerprint, bucket: fine_bucket(key) as u16 };
+        let slot = Slot {
+            record,
+            fingerprint,
+            bucket: fine_bucket(key) as u16,
+        };
         self.account(key, &slot, true);
         let key: Box<str> = key.into();
         if let Some(old) = self.entries.insert(key.clone(), slot) {
@@ -190,13 +200,16 @@ impl Store {
     }
 
     fn expired(&self, now: u64) -> impl Iterator<Item = &str> {
-        self.expiries.range(..(now, Box::<str>::from(""))).map(|(_, k)| &**k)
+        self.expiries
+            .range(..(now, Box::<str>::from("")))
+            .map(|(_, k)| &**k)
     }
 
     /// Digest of what readers see (live values only): equal on two agents exactly when they
     /// serve the same data. This is what the operator compares across a group.
     pub fn digest(&self, now: u64) -> u64 {
-        self.expired(now).fold(self.values_xor, |acc, k| acc ^ self.entries[k].fingerprint)
+        self.expired(now)
+            .fold(self.values_xor, |acc, k| acc ^ self.entries[k].fingerprint)
     }
 
     /// Digest of every stored record, tombstones included: what anti-entropy compares.
@@ -233,7 +246,11 @@ impl Store {
     }
 
     /// The fingerprints of the records in the given buckets (at `count` buckets).
-    pub fn fingerprints_in(&self, count: usize, buckets: &HashSet<usize>) -> HashMap<usize, Vec<u64>> {
+    pub fn fingerprints_in(
+        &self,
+        count: usize,
+        buckets: &HashSet<usize>,
+    ) -> HashMap<usize, Vec<u64>> {
         let mut out: HashMap<usize, Vec<u64>> = buckets.iter().map(|b| (*b, Vec::new())).collect();
         for slot in self.entries.values() {
             if let Some(v) = out.get_mut(&(slot.bucket as usize & (count - 1))) {
@@ -244,7 +261,12 @@ impl Store {
     }
 
     /// Keys in the given buckets whose record's fingerprint is not in `known`.
-    pub fn keys_unknown_to(&self, count: usize, buckets: &HashSet<usize>, known: &HashSet<u64>) -> Vec<&str> {
+    pub fn keys_unknown_to(
+        &self,
+        count: usize,
+        buckets: &HashSet<usize>,
+        known: &HashSet<u64>,
+    ) -> Vec<&str> {
         self.entries
             .iter()
             .filter(|(_, s)| buckets.contains(&(s.bucket as usize & (count - 1))))
@@ -258,7 +280,11 @@ impl Store {
         if wanted.is_empty() {
             return Vec::new();
         }
-        self.entries.iter().filter(|(_, s)| wanted.contains(&s.fingerprint)).map(|(k, _)| &**k).collect()
+        self.entries
+            .iter()
+            .filter(|(_, s)| wanted.contains(&s.fingerprint))
+            .map(|(k, _)| &**k)
+            .collect()
     }
 
     /// Takes the keys changed since the last call, for the next push.
@@ -330,14 +356,21 @@ mod tests {
     use super::*;
     use serde_json::value::RawValue;
 
-    const CFG: StoreConfig = StoreConfig { default_ttl: None, tombstone_lifetime: 1000 };
+    const CFG: StoreConfig = StoreConfig {
+        default_ttl: None,
+        tombstone_lifetime: 1000,
+    };
 
     fn val(s: &str) -> Option<Box<RawValue>> {
         Some(RawValue::from_string(s.into()).unwrap())
     }
 
     fn inc(v: &str, ts: Option<u64>, ttl: Option<u64>) -> Incoming {
-        Incoming { value: val(v), ts, ttl }
+        Incoming {
+            value: val(v),
+            ts,
+            ttl,
+        }
     }
 
     #[test]
@@ -360,7 +393,10 @@ mod tests {
 
     #[test]
     fn default_ttl_applies_to_values_without_one() {
-        let mut s = Store::new(StoreConfig { default_ttl: Some(10), ..CFG });
+        let mut s = Store::new(StoreConfig {
+            default_ttl: Some(10),
+            ..CFG
+        });
         s.write_local("a", inc("1", Some(100), None), 100);
         s.write_local("b", inc("1", Some(100), Some(50)), 100);
         assert!(s.get("a", 110).is_some() && s.get("a", 111).is_none());
@@ -373,7 +409,14 @@ mod tests {
         s.write_local("k", inc("1", Some(10), None), 10);
         assert!(s.delete_local("k", 20));
         assert!(s.get("k", 20).is_none());
-        assert_eq!(s.counts(20), Counts { keys: 0, tombstones: 1, expired: 0 });
+        assert_eq!(
+            s.counts(20),
+            Counts {
+                keys: 0,
+                tombstones: 1,
+                expired: 0
+            }
+        );
         assert!(!s.merge_incoming("k", inc("1", Some(10), None), 30, Spread::Push));
         assert_eq!(s.purge(1020), 0);
         assert_eq!(s.purge(1021), 1);
@@ -389,7 +432,14 @@ mod tests {
         let empty = Store::new(CFG);
         assert_ne!(s.digest(110), empty.digest(110));
         assert_eq!(s.digest(111), empty.digest(111));
-        assert_eq!(s.counts(111), Counts { keys: 0, tombstones: 0, expired: 1 });
+        assert_eq!(
+            s.counts(111),
+            Counts {
+                keys: 0,
+                tombstones: 0,
+                expired: 1
+            }
+        );
         assert_eq!(s.purge(1110), 0);
         assert_eq!(s.purge(1111), 1);
         assert_eq!(s.counts(1111), Counts::default());
@@ -428,7 +478,10 @@ mod tests {
         s.write_local("a", inc("1", Some(1), None), 1);
         s.delete_local("b", 2);
         let live: serde_json::Value = serde_json::from_slice(&s.dump(2, false)).unwrap();
-        assert_eq!(live, serde_json::json!({"a": {"value": 1, "ts": 1, "ttl": null}}));
+        assert_eq!(
+            live,
+            serde_json::json!({"a": {"value": 1, "ts": 1, "ttl": null}})
+        );
         let all: serde_json::Value = serde_json::from_slice(&s.dump(2, true)).unwrap();
         assert_eq!(all["b"]["deleted"], true);
         assert_eq!(s.render(["missing"]), b"{}");

@@ -22,7 +22,9 @@ pub async fn run(name: &str, interval: Duration, node: &Node, stop: Cancellation
                 }
             }
             // Keep the last list: a resolver hiccup must not isolate the agent.
-            Err(e) => tracing::warn!(name, error = %e, "cannot resolve peers; keeping the last list"),
+            Err(e) => {
+                tracing::warn!(name, error = %e, "cannot resolve peers; keeping the last list")
+            }
         }
     }
 }

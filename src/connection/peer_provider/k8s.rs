@@ -15,11 +15,19 @@ use crate::node::Node;
 
 /// The label selector string for a selector map (`a=b,c=d`).
 pub fn selector_string(selector: &BTreeMap<String, String>) -> String {
-    selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Peers from pods: those with an IP, not terminating, not finished, and not this agent.
-pub fn peers_from_pods<'a>(pods: impl IntoIterator<Item = &'a Pod>, me: &SelfIdentity, port: u16) -> Vec<String> {
+pub fn peers_from_pods<'a>(
+    pods: impl IntoIterator<Item = &'a Pod>,
+    me: &SelfIdentity,
+    port: u16,
+) -> Vec<String> {
     pods.into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| p.metadata.name.is_none() || p.metadata.name != me.pod_name)
@@ -59,7 +67,10 @@ pub async fn run(
             Some(Ok(watcher::Event::InitApply(_) | watcher::Event::Init)) => {}
             Some(Ok(_)) => {
                 let pods = reader.state();
-                if node.peers.set(peers_from_pods(pods.iter().map(|p| &**p), me, port)) {
+                if node
+                    .peers
+                    .set(peers_from_pods(pods.iter().map(|p| &**p), me, port))
+                {
                     tracing::info!(peers = node.peers.len(), "peer list updated from pods");
                 }
             }
@@ -82,14 +93,19 @@ mod tests {
         .unwrap();
         p.status.as_mut().unwrap().pod_ip = ip.map(String::from);
         if deleting {
-            p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()));
+            p.metadata.deletion_timestamp = Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
+            );
         }
         p
     }
 
     #[test]
     fn only_running_pods_with_an_ip_other_than_self() {
-        let me = SelfIdentity { pod_name: Some("me".into()), pod_ip: Some("10.0.0.9".into()) };
+        let me = SelfIdentity {
+            pod_name: Some("me".into()),
+            pod_ip: Some("10.0.0.9".into()),
+        };
         let pods = [
             pod("a", Some("10.0.0.1"), false, "Running"),
             pod("b", None, false, "Pending"),
@@ -99,8 +115,12 @@ mod tests {
             pod("done", Some("10.0.0.5"), false, "Succeeded"),
             pod("v6", Some("fd00::1"), false, "Running"),
         ];
-        assert_eq!(peers_from_pods(&pods, &me, 4097), vec!["10.0.0.1:4097", "[fd00::1]:4097"]);
-        let sel: BTreeMap<String, String> = [("c19".into(), "g".into()), ("app".into(), "x".into())].into();
+        assert_eq!(
+            peers_from_pods(&pods, &me, 4097),
+            vec!["10.0.0.1:4097", "[fd00::1]:4097"]
+        );
+        let sel: BTreeMap<String, String> =
+            [("c19".into(), "g".into()), ("app".into(), "x".into())].into();
         assert_eq!(selector_string(&sel), "app=x,c19=g");
     }
 }

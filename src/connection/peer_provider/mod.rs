@@ -32,7 +32,10 @@ pub struct SelfIdentity {
 impl SelfIdentity {
     pub fn from_env() -> SelfIdentity {
         let var = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
-        SelfIdentity { pod_name: var("HOSTNAME"), pod_ip: var("POD_IP") }
+        SelfIdentity {
+            pod_name: var("HOSTNAME"),
+            pod_ip: var("POD_IP"),
+        }
     }
 }
 
@@ -56,16 +59,28 @@ pub async fn run(
     let port = node.settings.target_port;
     match config {
         PeerProviderConfig::Static { peers } => {
-            let peers = peers.iter().map(|p| normalize(p, port)).collect::<Result<_, _>>()?;
+            let peers = peers
+                .iter()
+                .map(|p| normalize(p, port))
+                .collect::<Result<_, _>>()?;
             node.peers.set(peers);
             Ok(())
         }
         PeerProviderConfig::Operator {} => Ok(()),
         PeerProviderConfig::Dns { name, interval } => {
-            dns::run(&name, std::time::Duration::from_millis(interval), &node, stop).await;
+            dns::run(
+                &name,
+                std::time::Duration::from_millis(interval),
+                &node,
+                stop,
+            )
+            .await;
             Ok(())
         }
-        PeerProviderConfig::K8s { selector, namespace } => {
+        PeerProviderConfig::K8s {
+            selector,
+            namespace,
+        } => {
             let client = kube::Client::try_default().await?;
             k8s::run(client, &selector, &namespace, &me, &node, stop).await;
             Ok(())

@@ -1,0 +1,435 @@
+//! Real agent processes on loopback: the C19 0.1 curl session, convergence of new keys and
+//! overwrites, ties, deletes, restarts, a paused peer, auth, bad input and lifecycle.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+const SETTLE: Duration = Duration::from_secs(10);
+
+#[test]
+fn the_original_curl_session() {
+    let dir = TempDir::new("curl");
+    let a = Agent::start(&dir, "127.10.0.1", &config("127.10.0.1", &[], 100, ""));
+    assert_eq!(get(&a.app(), "/cat").0, 404);
+    assert_eq!(
+        put(
+            &a.app(),
+            "/",
+            r#"{"cat": {"value": "garfield", "ts": 1601241450390, "ttl": null}}"#
+        )
+        .0,
+        204
+    );
+    let (status, body) = get(&a.app(), "/cat");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
+        json!({"value": "garfield", "ts": 1601241450390u64, "ttl": null})
+    );
+
+    // GET /<version> answers 204 only for the exact state; anything else gets the full map.
+    let (status, body) = get(&a.peer(), "/0");
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["cat"]["value"],
+        "garfield"
+    );
+    assert_eq!(
+        a.digest()["version"],
+        "883365185692908898",
+        "C19 0.1's version of the state"
+    );
+    let (_, metrics) = get(&a.peer(), "/metrics");
+    assert!(metrics.contains("c19_keys 1"), "{metrics}");
+
+    // A TTL relative to ts: the value disappears once ts + ttl has passed.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let body = format!(r#"{{"short": {{"value": 1, "ts": {now}, "ttl": 300}}}}"#);
+    assert_eq!(put(&a.app(), "/", &body).0, 204);
+    assert_eq!(a.value("short"), Some(json!(1)));
+    wait_for(Duration::from_secs(3), || a.value("short").is_none()).expect("the value expires");
+
+    // Percent-decoded keys, single-key PUT, listing.
+    assert_eq!(put(&a.app(), "/a%20b", r#"{"value": [1, 2]}"#).0, 204);
+    assert_eq!(a.value("a%20b"), Some(json!([1, 2])));
+    let (status, list) = get(&a.app(), "/");
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert!(list.get("a b").is_some() && list.get("cat").is_some() && list.get("short").is_none());
+}
+
+#[test]
+fn new_keys_and_overwrites_reach_ten_agents_within_a_few_rounds() {
+    let dir = TempDir::new("ten");
+    let push_ms = 100;
+    let agents = group(&dir, 11, 10, push_ms);
+    let all_have = |key: &'static str, value: serde_json::Value| {
+        let agents = &agents;
+        let value = Some(value);
+        move || agents.iter().all(|a| a.value(key) == value)
+    };
+    assert_eq!(
+        put(&agents[3].app(), "/", r#"{"k": {"value": "first"}}"#).0,
+        204
+    );
+    let t = wait_for(SETTLE, all_have("k", json!("first"))).expect("new key on every agent");
+    eprintln!(
+        "new key on 10 agents after {t:?} ({:.1} push rounds)",
+        t.as_millis() as f64 / push_ms as f64
+    );
+    // The overwrite must spread as fast as the new key (C19 0.1 pushed the old value).
+    assert_eq!(
+        put(&agents[7].app(), "/", r#"{"k": {"value": "second"}}"#).0,
+        204
+    );
+    let t = wait_for(SETTLE, all_have("k", json!("second"))).expect("overwrite on every agent");
+    eprintln!(
+        "overwrite on 10 agents after {t:?} ({:.1} push rounds)",
+        t.as_millis() as f64 / push_ms as f64
+    );
+    // Far below the 60 s pull interval: gossip did it, not the full pull.
+    assert!(t < Duration::from_secs(10));
+    wait_for(SETTLE, || {
+        let d: Vec<_> = agents
+            .iter()
+            .map(|a| a.digest()["digest"].clone())
+            .collect();
+        d.windows(2).all(|w| w[0] == w[1])
+    })
+    .expect("digests agree");
+}
+
+#[test]
+fn equal_timestamps_still_converge() {
+    let dir = TempDir::new("tie");
+    let agents = group(&dir, 12, 3, 100);
+    put(
+        &agents[0].app(),
+        "/",
+        r#"{"k": {"value": "apple", "ts": 1700000000000}}"#,
+    );
+    put(
+        &agents[1].app(),
+        "/",
+        r#"{"k": {"value": "zebra", "ts": 1700000000000}}"#,
+    );
+    // The tie breaks on the value bytes: the same winner on every agent.
+    wait_for(SETTLE, || {
+        agents.iter().all(|a| a.value("k") == Some(json!("zebra")))
+    })
+    .expect("one value everywhere");
+}
+
+#[test]
+fn deletes_replicate() {
+    let dir = TempDir::new("delete");
+    let agents = group(&dir, 13, 3, 100);
+    put(
+        &agents[0].app(),
+        "/",
+        r#"{"k": {"value": 1}, "keep": {"value": 2}}"#,
+    );
+    wait_for(SETTLE, || agents.iter().all(|a| a.value("k").is_some())).unwrap();
+    assert_eq!(request(&agents[2].app(), "DELETE", "/k", None, &[]).0, 204);
+    assert_eq!(agents[2].value("k"), None, "read-your-delete");
+    wait_for(SETTLE, || agents.iter().all(|a| a.value("k").is_none()))
+        .expect("delete on every agent");
+    assert!(agents.iter().all(|a| a.value("keep") == Some(json!(2))));
+    assert_eq!(agents[0].digest()["tombstones"], 1);
+}
+
+#[test]
+fn a_restarted_agent_catches_up() {
+    let dir = TempDir::new("restart");
+    let mut agents = group(&dir, 14, 3, 100);
+    put(&agents[0].app(), "/", r#"{"before": {"value": 1}}"#);
+    wait_for(SETTLE, || agents[2].value("before").is_some()).unwrap();
+    agents[2].kill();
+    let batch: serde_json::Map<String, serde_json::Value> = (0..500)
+        .map(|i| (format!("while-down-{i}"), json!({"value": i})))
+        .collect();
+    put(
+        &agents[0].app(),
+        "/",
+        &serde_json::to_string(&batch).unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    agents[2].spawn();
+    // It restarts empty and gets everything by anti-entropy, without waiting for the pull interval.
+    wait_for(SETTLE, || agents[2].digest()["keys"] == 501).expect("restarted agent catches up");
+    assert_eq!(agents[2].digest()["digest"], agents[0].digest()["digest"]);
+}
+
+#[test]
+fn a_paused_agent_does_not_stall_the_others() {
+    let dir = TempDir::new("pause");
+    let agents = group(&dir, 15, 4, 100);
+    agents[3].signal("STOP");
+    for i in 0..5 {
+        put(
+            &agents[0].app(),
+            "/",
+            &format!(r#"{{"k{i}": {{"value": {i}}}}}"#),
+        );
+        let t = wait_for(SETTLE, || {
+            agents[1].value(&format!("k{i}")).is_some()
+                && agents[2].value(&format!("k{i}")).is_some()
+        })
+        .expect("healthy agents converge while one is paused");
+        eprintln!("write {i} reached the healthy agents in {t:?}");
+    }
+    agents[3].signal("CONT");
+    wait_for(SETTLE, || {
+        agents[3].value("k4").is_some() && agents[3].value("k0").is_some()
+    })
+    .expect("resumed agent catches up");
+}
+
+#[test]
+fn the_peer_port_requires_the_token() {
+    let dir = TempDir::new("auth");
+    let token = dir.file("token", "s3cret\n");
+    let extra = format!("    token_file: {}\n", token.display());
+    let ips = ["127.16.0.1".to_string(), "127.16.0.2".to_string()];
+    let a = Agent::start(&dir, &ips[0], &config(&ips[0], &ips, 100, &extra));
+    let b = Agent::start(&dir, &ips[1], &config(&ips[1], &ips, 100, &extra));
+    for (method, path) in [
+        ("GET", "/"),
+        ("PUT", "/"),
+        ("GET", "/123"),
+        ("GET", "/c19/digest"),
+        ("PUT", "/c19/peers"),
+        ("POST", "/c19/sync"),
+    ] {
+        assert_eq!(
+            request(&a.peer(), method, path, Some(b"{}"), &[]).0,
+            401,
+            "{method} {path}"
+        );
+        assert_eq!(
+            request(
+                &a.peer(),
+                method,
+                path,
+                Some(b"{}"),
+                &[("Authorization", "Bearer wrong")]
+            )
+            .0,
+            401
+        );
+    }
+    assert_eq!(
+        request(
+            &a.peer(),
+            "GET",
+            "/",
+            None,
+            &[("Authorization", "Bearer s3cret")]
+        )
+        .0,
+        200
+    );
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(get(&a.peer(), open).0, 200, "{open}");
+    }
+    put(&a.app(), "/", r#"{"k": {"value": 1}}"#);
+    wait_for(SETTLE, || b.value("k").is_some()).expect("agents sharing the token gossip");
+    assert!(
+        !a.logs().contains("s3cret") && !b.logs().contains("s3cret"),
+        "the token never reaches the logs"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_4xx_and_changes_nothing() {
+    let dir = TempDir::new("bad");
+    let extra = "    max_body_bytes: 100000\n";
+    let a = Agent::start(&dir, "127.17.0.1", &config("127.17.0.1", &[], 100, extra));
+    put(&a.app(), "/", r#"{"existing": {"value": 1}}"#);
+    let before = a.digest();
+    let cases: Vec<(&str, &str, String, u16, &str)> = vec![
+        ("PUT", "/", "garbage".into(), 400, "not a JSON object"),
+        (
+            "PUT",
+            "/",
+            r#"{"ok": {"value": 1}, "bad": {"ts": 1}}"#.into(),
+            400,
+            "entry \\\"bad\\\": missing field `value`",
+        ),
+        (
+            "PUT",
+            "/",
+            r#"{"ok": {"value": 1}, "bad": {"value": 1, "ttl": -5}}"#.into(),
+            400,
+            "entry \\\"bad\\\": invalid value",
+        ),
+        (
+            "PUT",
+            "/",
+            r#"{"bad": {"value": 1, "ts": "yesterday"}}"#.into(),
+            400,
+            "invalid type: string",
+        ),
+        ("GET", "/%FF%FE", String::new(), 400, "UTF-8"),
+        ("PUT", "/single", "{}".into(), 400, "missing field `value`"),
+        ("POST", "/", String::new(), 405, "not allowed"),
+        (
+            "PUT",
+            "/",
+            format!(r#"{{"{}": {{"value": 1}}}}"#, "k".repeat(2000)),
+            400,
+            "longer than 1024 bytes",
+        ),
+    ];
+    for (method, path, body, status, needle) in cases {
+        let (got, text) = request(&a.app(), method, path, Some(body.as_bytes()), &[]);
+        assert_eq!(got, status, "{method} {path}: {text}");
+        assert!(
+            text.contains(needle),
+            "{method} {path}: {text} should contain {needle}"
+        );
+        assert!(serde_json::from_str::<serde_json::Value>(&text).unwrap()["error"].is_string());
+    }
+    // Oversized bodies are refused from their declared length, before they are read.
+    let (status, text) = request(
+        &a.app(),
+        "PUT",
+        "/",
+        None,
+        &[("Content-Length", "17000000")],
+    );
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("larger than"), "{text}");
+    assert_eq!(a.value("ok"), None, "a refused batch applies nothing");
+    assert_eq!(a.digest(), before);
+    // The peer port validates too.
+    assert_eq!(
+        request(
+            &a.peer(),
+            "PUT",
+            "/",
+            Some(br#"{"x": {"value": 1, "ts": -1}}"#),
+            &[]
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        request(&a.peer(), "PUT", "/", None, &[("Content-Length", "200000")]).0,
+        413
+    );
+    assert_eq!(
+        request(
+            &a.peer(),
+            "POST",
+            "/c19/sync",
+            Some(br#"{"digest": 1, "count": 3}"#),
+            &[]
+        )
+        .0,
+        400
+    );
+    assert_eq!(a.digest(), before);
+}
+
+#[test]
+fn the_operator_feeds_peers_only_to_operator_fed_agents() {
+    let dir = TempDir::new("feed");
+    let fed = "version: 0.1\nspec:\n  agent: {bind: 127.18.0.1}\n  connection:\n    bind: 127.18.0.1\n    push_interval: 100\n    peer_provider: {kind: Operator}\n";
+    let a = Agent::start(&dir, "127.18.0.1", fed);
+    let b = Agent::start(
+        &dir,
+        "127.18.0.2",
+        &config("127.18.0.2", &["127.18.0.1".into()], 100, ""),
+    );
+    let list = r#"{"peers": ["127.18.0.2", "127.18.0.1:4097"]}"#;
+    assert_eq!(
+        request(&a.peer(), "PUT", "/c19/peers", Some(list.as_bytes()), &[]).0,
+        204
+    );
+    let (_, peers) = get(&a.peer(), "/c19/peers");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&peers).unwrap(),
+        json!({"peers": ["127.18.0.2:4097"]}),
+        "never itself"
+    );
+    assert_eq!(
+        request(&b.peer(), "PUT", "/c19/peers", Some(list.as_bytes()), &[]).0,
+        409
+    );
+    assert_eq!(
+        request(
+            &a.peer(),
+            "PUT",
+            "/c19/peers",
+            Some(br#"{"peers": ["bad host"]}"#),
+            &[]
+        )
+        .0,
+        400
+    );
+    put(&a.app(), "/", r#"{"k": {"value": 1}}"#);
+    wait_for(SETTLE, || b.value("k").is_some()).expect("fed peers are gossiped with");
+}
+
+#[test]
+fn sigterm_pushes_pending_changes_and_exits_zero() {
+    let dir = TempDir::new("term");
+    let ips = ["127.19.0.1".to_string(), "127.19.0.2".to_string()];
+    let b = Agent::start(&dir, &ips[1], &config(&ips[1], &[], 60_000, ""));
+    let mut a = Agent::start(&dir, &ips[0], &config(&ips[0], &ips, 60_000, ""));
+    std::thread::sleep(Duration::from_millis(100));
+    put(&a.app(), "/", r#"{"last-words": {"value": 1}}"#);
+    a.signal("TERM");
+    let status = a.child.take().unwrap().wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        b.value("last-words"),
+        Some(json!(1)),
+        "pushed on the way out"
+    );
+}
+
+#[test]
+fn a_taken_port_and_a_bad_config_are_errors() {
+    let dir = TempDir::new("errors");
+    let a = Agent::start(&dir, "127.20.0.1", &config("127.20.0.1", &[], 100, ""));
+    let same = dir.file("same.yaml", &config("127.20.0.1", &[], 100, ""));
+    let out = std::process::Command::new(BIN)
+        .args(["agent", "--config"])
+        .arg(&same)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot bind the app port 127.20.0.1:3097"),
+        "{err}"
+    );
+    drop(a);
+
+    let bad = dir.file(
+        "bad.yaml",
+        "version: 0.1\nspec:\n  connection:\n    push_intreval: 10\n",
+    );
+    // The C19 0.1 command line: `c19 --config FILE`.
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml") && err.contains("push_intreval"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -1,0 +1,213 @@
+//! Helpers shared by the integration tests: real `c19 agent` processes on loopback addresses and
+//! a minimal HTTP/1.1 client (one request per connection), so tests need no HTTP client crate.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_c19");
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("c19-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn file(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running agent process bound to `ip` (app port 3097, peer port 4097).
+pub struct Agent {
+    pub ip: String,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Writes `config` to a file and starts an agent on it, waiting until it is ready.
+    pub fn start(dir: &TempDir, ip: &str, config: &str) -> Agent {
+        let path = dir.file(&format!("agent-{ip}.yaml"), config);
+        let mut agent = Agent {
+            ip: ip.into(),
+            config: path,
+            child: None,
+            log: dir.0.join(format!("agent-{ip}.log")),
+        };
+        agent.spawn();
+        agent
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["agent", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "c19=debug")
+            .env_remove("HOSTNAME")
+            .env_remove("POD_IP")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let ip = self.ip.clone();
+        wait_for(Duration::from_secs(10), || {
+            get(&format!("{ip}:4097"), "/readyz").0 == 200
+        })
+        .unwrap_or_else(|_| panic!("agent {ip} did not become ready: {}", self.logs()));
+    }
+
+    pub fn app(&self) -> String {
+        format!("{}:3097", self.ip)
+    }
+    pub fn peer(&self) -> String {
+        format!("{}:4097", self.ip)
+    }
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    /// Kills the process and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// The live value of `key` as JSON text, or `None` when the agent answers 404.
+    pub fn value(&self, key: &str) -> Option<serde_json::Value> {
+        let (status, body) = get(&self.app(), &format!("/{key}"));
+        (status == 200)
+            .then(|| serde_json::from_str::<serde_json::Value>(&body).unwrap()["value"].clone())
+    }
+    pub fn digest(&self) -> serde_json::Value {
+        let (status, body) = get(&self.peer(), "/c19/digest");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// A config for an agent on `ip` with static peers and fast gossip.
+pub fn config(ip: &str, peers: &[String], push_ms: u64, extra_connection: &str) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+    format!(
+        "version: 0.1\nspec:\n  agent:\n    bind: {ip}\n  connection:\n    bind: {ip}\n    push_interval: {push_ms}\n    pull_interval: 60000\n    timeout: 500\n{extra_connection}    peer_provider:\n      kind: Static\n      peers: [{}]\n",
+        peers.join(", ")
+    )
+}
+
+/// Starts `n` agents on `127.<net>.0.1..n` that all list each other.
+pub fn group(dir: &TempDir, net: u8, n: u8, push_ms: u64) -> Vec<Agent> {
+    let ips: Vec<String> = (1..=n).map(|i| format!("127.{net}.0.{i}")).collect();
+    ips.iter()
+        .map(|ip| Agent::start(dir, ip, &config(ip, &ips, push_ms, "")))
+        .collect()
+}
+
+/// Polls `f` until it holds or `timeout` passes; returns how long it took.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> Result<Duration, ()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(())
+}
+
+pub fn get(addr: &str, path: &str) -> (u16, String) {
+    request(addr, "GET", path, None, &[])
+}
+
+pub fn put(addr: &str, path: &str, body: &str) -> (u16, String) {
+    request(addr, "PUT", path, Some(body.as_bytes()), &[])
+}
+
+/// One HTTP/1.1 request; status 0 when the connection fails or times out.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let Ok(sock) = addr.parse() else {
+        return (0, String::new());
+    };
+    let Ok(mut s) = TcpStream::connect_timeout(&sock, Duration::from_millis(500)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let body = body.unwrap_or_default();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+    {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    if s.write_all(head.as_bytes())
+        .and_then(|_| s.write_all(body))
+        .is_err()
+    {
+        return (0, String::new());
+    }
+    let mut raw = Vec::new();
+    if s.read_to_end(&mut raw).is_err() && raw.is_empty() {
+        return (0, String::new());
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
