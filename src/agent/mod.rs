@@ -21,10 +21,7 @@ pub async fn handle(node: Arc<Node>, req: Request) -> Response {
         (&Method::GET, false) => get(&node, &key),
         (&Method::PUT, true) => put_batch(&node, &req.body),
         (&Method::PUT, false) => put_one(&node, &key, &req.body),
-        (&Method::DELETE, false) => {
-            node.write().delete_local(&key, now_ms());
-            http::empty(StatusCode::NO_CONTENT)
-        }
+        (&Method::DELETE, false) => delete(&node, &key),
         (_, true) => http::method_not_allowed("GET, PUT"),
         (_, false) => http::method_not_allowed("GET, PUT, DELETE"),
     }
@@ -64,4 +61,13 @@ fn put_one(node: &Node, key: &str, body: &[u8]) -> Response {
         }
         Err(e) => http::error(StatusCode::BAD_REQUEST, e),
     }
+}
+
+fn delete(node: &Node, key: &str) -> Response {
+    let max = node.settings.app_limits.max_key_bytes;
+    if key.len() > max {
+        return http::error(StatusCode::BAD_REQUEST, format!("key is longer than {max} bytes"));
+    }
+    node.write().delete_local(key, now_ms());
+    http::empty(StatusCode::NO_CONTENT)
 }
