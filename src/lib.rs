@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod node;
 pub mod runtime;
 pub mod state;
+pub mod operator;

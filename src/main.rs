@@ -39,16 +39,21 @@ enum Command {
         #[arg(long, env = "C19_CONFIG", default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// Print the C19Group CustomResourceDefinition as YAML (`c19 crd | kubectl apply -f -`).
+    Crd,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    let config_path = match cli.command {
-        Some(Command::Agent { config }) => config,
-        None => cli.config,
-    };
-    agent(config_path)
+    match cli.command {
+        Some(Command::Agent { config }) => agent(config),
+        Some(Command::Crd) => {
+            print!("{}", c19::operator::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        None => agent(cli.config),
+    }
 }
 
 fn agent(path: PathBuf) -> ExitCode {

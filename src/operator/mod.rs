@@ -1,0 +1,4 @@
+//! The c19 operator: `C19Group` resources become pods running the app plus the agent as a native
+//! sidecar; the operator feeds the agents their peers and reports convergence in the status.
+
+pub mod crd;
