@@ -2,3 +2,5 @@
 //! sidecar; the operator feeds the agents their peers and reports convergence in the status.
 
 pub mod crd;
+pub mod desired;
+pub mod render;
