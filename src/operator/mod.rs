@@ -4,3 +4,5 @@
 pub mod crd;
 pub mod desired;
 pub mod render;
+pub mod health;
+pub mod members;
