@@ -11,6 +11,6 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod operator;
 pub mod runtime;
 pub mod state;
-pub mod operator;

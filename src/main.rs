@@ -1,4 +1,5 @@
-//! The `c19` binary: `c19 agent`, and `c19 --config FILE` as C19 0.1 deployments run it.
+//! The `c19` binary: `c19 agent` (and `c19 --config FILE`, as C19 0.1 deployments run it),
+//! `c19 operator` and `c19 crd`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ enum Command {
         #[arg(long, env = "C19_CONFIG", default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// Run the operator: C19Groups become pods with the agent as a native sidecar.
+    Operator(c19::operator::run::OperatorArgs),
     /// Print the C19Group CustomResourceDefinition as YAML (`c19 crd | kubectl apply -f -`).
     Crd,
 }
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     match cli.command {
         Some(Command::Agent { config }) => agent(config),
+        Some(Command::Operator(args)) => operator(args),
         Some(Command::Crd) => {
             print!("{}", c19::operator::crd::crd_yaml());
             ExitCode::SUCCESS
@@ -63,6 +67,14 @@ fn agent(path: PathBuf) -> ExitCode {
     };
     let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
     match runtime.block_on(c19::runtime::run_agent(config, c19::runtime::termination())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e, e.exit_code()),
+    }
+}
+
+fn operator(args: c19::operator::run::OperatorArgs) -> ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+    match runtime.block_on(c19::operator::run::run(args, c19::runtime::termination())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e, e.exit_code()),
     }

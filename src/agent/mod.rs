@@ -66,7 +66,10 @@ fn put_one(node: &Node, key: &str, body: &[u8]) -> Response {
 fn delete(node: &Node, key: &str) -> Response {
     let max = node.settings.app_limits.max_key_bytes;
     if key.len() > max {
-        return http::error(StatusCode::BAD_REQUEST, format!("key is longer than {max} bytes"));
+        return http::error(
+            StatusCode::BAD_REQUEST,
+            format!("key is longer than {max} bytes"),
+        );
     }
     node.write().delete_local(key, now_ms());
     http::empty(StatusCode::NO_CONTENT)

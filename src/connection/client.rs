@@ -56,9 +56,23 @@ impl PeerClient {
         }
     }
 
-    /// Sends one request and returns the status and body of a 2xx answer.
+    /// Sends one request with this client's token and returns the status and body of a 2xx answer.
     pub async fn call(
         &self,
+        method: Method,
+        peer: &str,
+        path: &str,
+        body: Option<Bytes>,
+        traffic: &Traffic,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        self.call_as(self.token.as_deref(), method, peer, path, body, traffic)
+            .await
+    }
+
+    /// Like [`PeerClient::call`] with another token: the operator talks to many groups.
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
         method: Method,
         peer: &str,
         path: &str,
@@ -72,7 +86,7 @@ impl PeerClient {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("http://{peer}{path}"));
-        if let Some(token) = &self.token {
+        if let Some(token) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let body = body.unwrap_or_default();

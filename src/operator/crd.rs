@@ -1,5 +1,9 @@
 //! The `C19Group` custom resource. Doc comments on the fields become `kubectl explain` text.
 
+// kube's `printcolumn(type_ = ...)` repeats an argument name, which clippy mistakes for a
+// duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::{PodTemplateSpec, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -25,11 +29,35 @@ use serde::{Deserialize, Serialize};
         status_replicas_path = ".status.replicas",
         label_selector_path = ".status.selector"
     ),
-    printcolumn(name = "Replicas", type_ = "integer", json_path = ".spec.replicas", description = "Desired pods"),
-    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas", description = "Ready pods"),
-    printcolumn(name = "Converged", type_ = "boolean", json_path = ".status.converged", description = "Whether every member holds the same state"),
-    printcolumn(name = "Keys", type_ = "integer", json_path = ".status.keys", description = "Live keys in the group's state"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".spec.replicas",
+        description = "Desired pods"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Ready pods"
+    ),
+    printcolumn(
+        name = "Converged",
+        type_ = "boolean",
+        json_path = ".status.converged",
+        description = "Whether every member holds the same state"
+    ),
+    printcolumn(
+        name = "Keys",
+        type_ = "integer",
+        json_path = ".status.keys",
+        description = "Live keys in the group's state"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct C19GroupSpec {
@@ -189,7 +217,10 @@ fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
     schema
 }
 
@@ -215,8 +246,17 @@ mod tests {
         let v = &crd.spec.versions[0];
         let sub = v.subresources.as_ref().unwrap();
         assert!(sub.status.is_some());
-        assert_eq!(sub.scale.as_ref().unwrap().label_selector_path.as_deref(), Some(".status.selector"));
-        let cols: Vec<_> = v.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            sub.scale.as_ref().unwrap().label_selector_path.as_deref(),
+            Some(".status.selector")
+        );
+        let cols: Vec<_> = v
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
         assert_eq!(cols, ["Replicas", "Ready", "Converged", "Keys", "Age"]);
     }
 

@@ -80,18 +80,29 @@ pub struct InvalidSpec(pub String);
 pub fn validate(group: &C19Group) -> Result<(), InvalidSpec> {
     let name = group.name_any();
     if name.len() > MAX_NAME_LEN {
-        return Err(InvalidSpec(format!("metadata.name: at most {MAX_NAME_LEN} characters, so that {name}-c19 is a valid Service name")));
+        return Err(InvalidSpec(format!(
+            "metadata.name: at most {MAX_NAME_LEN} characters, so that {name}-c19 is a valid Service name"
+        )));
     }
     let Some(pod) = group.spec.template.spec.as_ref() else {
-        return Err(InvalidSpec("spec.template.spec: missing; the template needs at least one container".into()));
+        return Err(InvalidSpec(
+            "spec.template.spec: missing; the template needs at least one container".into(),
+        ));
     };
     if pod.containers.is_empty() {
-        return Err(InvalidSpec("spec.template.spec.containers: at least one container is required".into()));
+        return Err(InvalidSpec(
+            "spec.template.spec.containers: at least one container is required".into(),
+        ));
     }
-    let all = pod.containers.iter().chain(pod.init_containers.iter().flatten());
+    let all = pod
+        .containers
+        .iter()
+        .chain(pod.init_containers.iter().flatten());
     for c in all {
         if c.name == AGENT_CONTAINER {
-            return Err(InvalidSpec(format!("spec.template: container name {AGENT_CONTAINER} is reserved for the agent")));
+            return Err(InvalidSpec(format!(
+                "spec.template: container name {AGENT_CONTAINER} is reserved for the agent"
+            )));
         }
         for p in c.ports.iter().flatten() {
             if p.container_port == APP_PORT || p.container_port == PEER_PORT {
@@ -102,8 +113,16 @@ pub fn validate(group: &C19Group) -> Result<(), InvalidSpec> {
             }
         }
     }
-    if let Some(v) = pod.volumes.iter().flatten().find(|v| v.name.starts_with("c19-")) {
-        return Err(InvalidSpec(format!("spec.template.spec.volumes: volume name {} is reserved (prefix c19-)", v.name)));
+    if let Some(v) = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name.starts_with("c19-"))
+    {
+        return Err(InvalidSpec(format!(
+            "spec.template.spec.volumes: volume name {} is reserved (prefix c19-)",
+            v.name
+        )));
     }
     Ok(())
 }
@@ -140,7 +159,9 @@ fn meta(group: &C19Group, name: &str) -> ObjectMeta {
 }
 
 fn owner(group: &C19Group) -> OwnerReference {
-    group.controller_owner_ref(&()).expect("a stored group has a name and uid")
+    group
+        .controller_owner_ref(&())
+        .expect("a stored group has a name and uid")
 }
 
 /// The objects for a valid group.
@@ -173,11 +194,19 @@ pub fn token_secret(group: &C19Group, token: &str) -> Secret {
     }
 }
 
-fn deployment(group: &C19Group, settings: &Settings, names: &Names, config_hash: &str) -> Deployment {
+fn deployment(
+    group: &C19Group,
+    settings: &Settings,
+    names: &Names,
+    config_hash: &str,
+) -> Deployment {
     let name = group.name_any();
     let mut template: PodTemplateSpec = group.spec.template.clone();
     let tmeta = template.metadata.get_or_insert_with(ObjectMeta::default);
-    tmeta.labels.get_or_insert_with(BTreeMap::new).extend(labels(&name));
+    tmeta
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .extend(labels(&name));
     tmeta
         .annotations
         .get_or_insert_with(BTreeMap::new)
@@ -188,7 +217,9 @@ fn deployment(group: &C19Group, settings: &Settings, names: &Names, config_hash:
     let mut init = vec![agent_container(group, settings)];
     init.extend(pod.init_containers.take().unwrap_or_default());
     pod.init_containers = Some(init);
-    pod.volumes.get_or_insert_with(Vec::new).extend(volumes(group, names));
+    pod.volumes
+        .get_or_insert_with(Vec::new)
+        .extend(volumes(group, names));
 
     let deployment = json!({
         "apiVersion": "apps/v1",
@@ -210,9 +241,13 @@ fn agent_container(group: &C19Group, settings: &Settings) -> Container {
         PullPolicy::IfNotPresent => "IfNotPresent",
         PullPolicy::Never => "Never",
     });
-    let resources = agent.resources.clone().map(|r| serde_json::to_value(r).expect("resources serialize")).unwrap_or_else(|| {
-        json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}})
-    });
+    let resources = agent
+        .resources
+        .clone()
+        .map(|r| serde_json::to_value(r).expect("resources serialize"))
+        .unwrap_or_else(
+            || json!({"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "256Mi"}}),
+        );
     let mut mounts = vec![
         json!({"name": "c19-config", "mountPath": "/etc/c19/config", "readOnly": true}),
         json!({"name": "c19-token", "mountPath": TOKEN_DIR, "readOnly": true}),
@@ -220,9 +255,7 @@ fn agent_container(group: &C19Group, settings: &Settings) -> Container {
     if agent.state.seed.is_some() {
         mounts.push(json!({"name": "c19-seed", "mountPath": SEED_DIR, "readOnly": true}));
     }
-    let probe = |path: &str, period: i32, failures: i32| {
-        json!({"httpGet": {"path": path, "port": PEER_PORT}, "periodSeconds": period, "failureThreshold": failures, "timeoutSeconds": 1})
-    };
+    let probe = |path: &str, period: i32, failures: i32| json!({"httpGet": {"path": path, "port": PEER_PORT}, "periodSeconds": period, "failureThreshold": failures, "timeoutSeconds": 1});
     let container = json!({
         "name": AGENT_CONTAINER,
         "image": agent.image.clone().unwrap_or_else(|| settings.agent_image.clone()),
@@ -261,7 +294,9 @@ fn volumes(group: &C19Group, names: &Names) -> Vec<Volume> {
     if let Some(seed) = &group.spec.agent.state.seed {
         v.push(json!({"name": "c19-seed", "configMap": {"name": seed.config_map, "items": [{"key": seed.key, "path": "data.json"}]}}));
     }
-    v.into_iter().map(|v| serde_json::from_value(v).expect("volumes are well-formed")).collect()
+    v.into_iter()
+        .map(|v| serde_json::from_value(v).expect("volumes are well-formed"))
+        .collect()
 }
 
 fn service(group: &C19Group, names: &Names) -> Service {
@@ -334,7 +369,11 @@ pub(crate) mod tests {
         Settings {
             agent_image: "c19:test".into(),
             operator_namespace: "c19-system".into(),
-            operator_labels: [("app.kubernetes.io/name".to_string(), "c19-operator".to_string())].into(),
+            operator_labels: [(
+                "app.kubernetes.io/name".to_string(),
+                "c19-operator".to_string(),
+            )]
+            .into(),
         }
     }
 
@@ -369,30 +408,56 @@ pub(crate) mod tests {
         assert_eq!(d.metadata.name.as_deref(), Some("web"));
         assert_eq!(d.metadata.namespace.as_deref(), Some("shop"));
         let owner = &d.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.controller), ("C19Group", Some(true)));
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("C19Group", Some(true))
+        );
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(spec.selector.match_labels.unwrap()[GROUP_LABEL], "web");
         let t = spec.template;
         let tmeta = t.metadata.unwrap();
-        assert_eq!(tmeta.labels.as_ref().unwrap()["app"], "web", "user labels pass through");
+        assert_eq!(
+            tmeta.labels.as_ref().unwrap()["app"],
+            "web",
+            "user labels pass through"
+        );
         assert_eq!(tmeta.labels.as_ref().unwrap()[GROUP_LABEL], "web");
         assert_eq!(tmeta.annotations.as_ref().unwrap()["team"], "a");
-        assert!(tmeta.annotations.as_ref().unwrap().contains_key(CONFIG_HASH_ANNOTATION));
+        assert!(
+            tmeta
+                .annotations
+                .as_ref()
+                .unwrap()
+                .contains_key(CONFIG_HASH_ANNOTATION)
+        );
         let pod = t.spec.unwrap();
-        assert_eq!(pod.node_selector.unwrap()["disk"], "ssd", "scheduling fields pass through");
+        assert_eq!(
+            pod.node_selector.unwrap()["disk"],
+            "ssd",
+            "scheduling fields pass through"
+        );
         assert_eq!(pod.containers.len(), 1);
         let agent = &pod.init_containers.as_ref().unwrap()[0];
         assert_eq!(agent.name, AGENT_CONTAINER);
         assert_eq!(agent.restart_policy.as_deref(), Some("Always"));
         assert_eq!(agent.image.as_deref(), Some("c19:test"));
-        let startup = agent.startup_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        let startup = agent
+            .startup_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
         assert_eq!(startup.path.as_deref(), Some("/readyz"));
         let sc = agent.security_context.as_ref().unwrap();
         assert_eq!(sc.run_as_non_root, Some(true));
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(), &vec!["ALL".to_string()]);
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_ref().unwrap(),
+            &vec!["ALL".to_string()]
+        );
         assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
         assert_eq!(agent.ports.as_ref().unwrap()[0].container_port, PEER_PORT);
         assert_eq!(agent.env.as_ref().unwrap()[0].name, "POD_IP");
@@ -404,7 +469,14 @@ pub(crate) mod tests {
     fn a_config_change_changes_the_pod_template_and_a_replica_change_does_not() {
         let hash = |spec| {
             let d = desired(&group(spec), &settings()).deployment;
-            d.spec.unwrap().template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION].clone()
+            d.spec
+                .unwrap()
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .clone()
         };
         let mut faster = app_spec(3);
         faster["agent"] = json!({"connection": {"pushInterval": 200}});
@@ -414,7 +486,10 @@ pub(crate) mod tests {
 
     #[test]
     fn the_service_is_headless_and_publishes_not_ready_members() {
-        let s = desired(&group(app_spec(3)), &settings()).service.spec.unwrap();
+        let s = desired(&group(app_spec(3)), &settings())
+            .service
+            .spec
+            .unwrap();
         assert_eq!(s.cluster_ip.as_deref(), Some("None"));
         assert_eq!(s.publish_not_ready_addresses, Some(true));
         assert_eq!(s.ports.unwrap()[0].port, PEER_PORT);
@@ -423,13 +498,31 @@ pub(crate) mod tests {
 
     #[test]
     fn the_network_policy_guards_only_the_peer_port() {
-        let np = desired(&group(app_spec(3)), &settings()).network_policy.spec.unwrap();
+        let np = desired(&group(app_spec(3)), &settings())
+            .network_policy
+            .spec
+            .unwrap();
         let ingress = np.ingress.unwrap();
         let guarded = &ingress[0];
         let from = guarded.from.as_ref().unwrap();
-        assert_eq!(from[0].pod_selector.as_ref().unwrap().match_labels.as_ref().unwrap()[GROUP_LABEL], "web");
         assert_eq!(
-            from[1].namespace_selector.as_ref().unwrap().match_labels.as_ref().unwrap()["kubernetes.io/metadata.name"],
+            from[0]
+                .pod_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()[GROUP_LABEL],
+            "web"
+        );
+        assert_eq!(
+            from[1]
+                .namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["kubernetes.io/metadata.name"],
             "c19-system"
         );
         let open = ingress[1].ports.as_ref().unwrap();
@@ -442,7 +535,10 @@ pub(crate) mod tests {
     fn a_pdb_only_for_more_than_one_replica() {
         assert!(desired(&group(app_spec(1)), &settings()).pdb.is_none());
         let pdb = desired(&group(app_spec(2)), &settings()).pdb.unwrap();
-        assert_eq!(pdb.spec.unwrap().max_unavailable, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)));
+        assert_eq!(
+            pdb.spec.unwrap().max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        );
     }
 
     #[test]
@@ -454,7 +550,12 @@ pub(crate) mod tests {
         let agent = &pod.init_containers.as_ref().unwrap()[0];
         assert_eq!(agent.image.as_deref(), Some("c19:custom"));
         assert_eq!(agent.image_pull_policy.as_deref(), Some("Never"));
-        let seed = pod.volumes.unwrap().into_iter().find(|v| v.name == "c19-seed").unwrap();
+        let seed = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "c19-seed")
+            .unwrap();
         assert_eq!(seed.config_map.unwrap().items.unwrap()[0].path, "data.json");
     }
 
@@ -462,8 +563,14 @@ pub(crate) mod tests {
     fn invalid_specs_are_explained() {
         let bad = |spec: serde_json::Value| validate(&group(spec)).unwrap_err().0;
         assert!(bad(json!({"template": {}})).contains("spec.template.spec"));
-        assert!(bad(json!({"template": {"spec": {"containers": []}}})).contains("at least one container"));
-        assert!(bad(json!({"template": {"spec": {"containers": [{"name": "c19-agent"}]}}})).contains("reserved"));
+        assert!(
+            bad(json!({"template": {"spec": {"containers": []}}}))
+                .contains("at least one container")
+        );
+        assert!(
+            bad(json!({"template": {"spec": {"containers": [{"name": "c19-agent"}]}}}))
+                .contains("reserved")
+        );
         assert!(bad(json!({"template": {"spec": {"containers": [{"name": "a", "ports": [{"containerPort": 4097}]}]}}})).contains("4097"));
         assert!(validate(&group(app_spec(1))).is_ok());
         let mut long = group(app_spec(1));

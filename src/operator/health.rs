@@ -46,7 +46,9 @@ pub struct Observation {
 
 impl Observation {
     pub fn converged(&self) -> bool {
-        self.members > 0 && self.unreachable.is_empty() && (self.divergent.is_empty() || self.divergent_rounds < 2)
+        self.members > 0
+            && self.unreachable.is_empty()
+            && (self.divergent.is_empty() || self.divergent_rounds < 2)
     }
 }
 
@@ -83,7 +85,11 @@ pub fn observe(results: &[(Member, Probe)], previous: Option<&Observation>) -> O
         .collect();
     divergent.sort();
     unreachable.sort();
-    let divergent_rounds = if divergent.is_empty() { 0 } else { previous.map_or(0, |p| p.divergent_rounds) + 1 };
+    let divergent_rounds = if divergent.is_empty() {
+        0
+    } else {
+        previous.map_or(0, |p| p.divergent_rounds) + 1
+    };
     Observation {
         members: results.len(),
         reachable: results.len() - unreachable.len(),
@@ -108,12 +114,25 @@ pub struct Facts {
 }
 
 /// The status that follows from the facts and the last observation.
-pub fn status(previous: &C19GroupStatus, facts: &Facts, obs: Option<&Observation>, now: &Time) -> C19GroupStatus {
+pub fn status(
+    previous: &C19GroupStatus,
+    facts: &Facts,
+    obs: Option<&Observation>,
+    now: &Time,
+) -> C19GroupStatus {
     let ready = ready_condition(facts);
     let converged = converged_condition(obs);
     let mut conditions = previous.conditions.clone();
     for (type_, (status, reason, message)) in [("Ready", ready), ("Converged", converged)] {
-        set_condition(&mut conditions, type_, status, &reason, &message, facts.generation, now);
+        set_condition(
+            &mut conditions,
+            type_,
+            status,
+            &reason,
+            &message,
+            facts.generation,
+            now,
+        );
     }
     let cap = |v: &[String]| v.iter().take(LISTED_MAX).cloned().collect::<Vec<_>>();
     C19GroupStatus {
@@ -125,7 +144,10 @@ pub fn status(previous: &C19GroupStatus, facts: &Facts, obs: Option<&Observation
         reachable: obs.map_or(0, |o| o.reachable as i32),
         keys: obs.and_then(|o| o.keys).map(|k| k as i64),
         converged: obs.is_some_and(Observation::converged),
-        divergent: obs.filter(|o| o.divergent_rounds >= 2).map(|o| cap(&o.divergent)).unwrap_or_default(),
+        divergent: obs
+            .filter(|o| o.divergent_rounds >= 2)
+            .map(|o| cap(&o.divergent))
+            .unwrap_or_default(),
         unreachable: obs.map(|o| cap(&o.unreachable)).unwrap_or_default(),
         conditions,
     }
@@ -138,27 +160,75 @@ fn ready_condition(f: &Facts) -> ConditionValue {
         return ("False", "InvalidSpec".into(), why.clone());
     }
     if f.ready_replicas >= f.desired_replicas {
-        return ("True", "ReplicasReady".into(), format!("{}/{} pods ready", f.ready_replicas, f.desired_replicas));
+        return (
+            "True",
+            "ReplicasReady".into(),
+            format!("{}/{} pods ready", f.ready_replicas, f.desired_replicas),
+        );
     }
-    ("False", "ReplicasNotReady".into(), format!("{}/{} pods ready", f.ready_replicas, f.desired_replicas))
+    (
+        "False",
+        "ReplicasNotReady".into(),
+        format!("{}/{} pods ready", f.ready_replicas, f.desired_replicas),
+    )
 }
 
 fn converged_condition(obs: Option<&Observation>) -> ConditionValue {
     let Some(o) = obs else {
-        return ("Unknown", "NotProbed".into(), "no health probe has run yet".into());
+        return (
+            "Unknown",
+            "NotProbed".into(),
+            "no health probe has run yet".into(),
+        );
     };
     if o.members == 0 {
-        return ("Unknown", "NoMembers".into(), "the group has no agents to probe".into());
+        return (
+            "Unknown",
+            "NoMembers".into(),
+            "the group has no agents to probe".into(),
+        );
     }
     if !o.unreachable.is_empty() {
-        let names = o.unreachable.iter().take(LISTED_MAX).cloned().collect::<Vec<_>>().join(", ");
-        return ("False", "MembersUnreachable".into(), format!("{} of {} members did not answer: {names}", o.unreachable.len(), o.members));
+        let names = o
+            .unreachable
+            .iter()
+            .take(LISTED_MAX)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        return (
+            "False",
+            "MembersUnreachable".into(),
+            format!(
+                "{} of {} members did not answer: {names}",
+                o.unreachable.len(),
+                o.members
+            ),
+        );
     }
     if !o.converged() {
-        let names = o.divergent.iter().take(LISTED_MAX).cloned().collect::<Vec<_>>().join(", ");
-        return ("False", "Diverged".into(), format!("{} of {} members hold a different state: {names}", o.divergent.len(), o.members));
+        let names = o
+            .divergent
+            .iter()
+            .take(LISTED_MAX)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        return (
+            "False",
+            "Diverged".into(),
+            format!(
+                "{} of {} members hold a different state: {names}",
+                o.divergent.len(),
+                o.members
+            ),
+        );
     }
-    ("True", "Converged".into(), format!("all {} members hold the same state", o.members))
+    (
+        "True",
+        "Converged".into(),
+        format!("all {} members hold the same state", o.members),
+    )
 }
 
 /// Sets a condition in a list keyed by `type`, keeping `lastTransitionTime` unless the status
@@ -205,22 +275,40 @@ pub fn transitions(old: &C19GroupStatus, new: &C19GroupStatus) -> Vec<Transition
     let mut out = Vec::new();
     let (old_c, new_c) = (cond(old, "Converged"), cond(new, "Converged"));
     if let Some(n) = &new_c {
-        let changed = old_c.as_ref().is_none_or(|o| o.status != n.status || o.reason != n.reason);
+        let changed = old_c
+            .as_ref()
+            .is_none_or(|o| o.status != n.status || o.reason != n.reason);
         if changed {
             match (n.status.as_str(), n.reason.as_str()) {
-                ("True", _) => out.push(Transition { warning: false, reason: "Converged", note: n.message.clone() }),
-                ("False", "MembersUnreachable") => {
-                    out.push(Transition { warning: true, reason: "MemberUnreachable", note: n.message.clone() })
-                }
-                ("False", _) => out.push(Transition { warning: true, reason: "Diverged", note: n.message.clone() }),
+                ("True", _) => out.push(Transition {
+                    warning: false,
+                    reason: "Converged",
+                    note: n.message.clone(),
+                }),
+                ("False", "MembersUnreachable") => out.push(Transition {
+                    warning: true,
+                    reason: "MemberUnreachable",
+                    note: n.message.clone(),
+                }),
+                ("False", _) => out.push(Transition {
+                    warning: true,
+                    reason: "Diverged",
+                    note: n.message.clone(),
+                }),
                 _ => {}
             }
         }
     }
     if let Some(n) = cond(new, "Ready") {
         let old_r = cond(old, "Ready");
-        if n.reason == "InvalidSpec" && old_r.is_none_or(|o| o.reason != n.reason || o.message != n.message) {
-            out.push(Transition { warning: true, reason: "InvalidSpec", note: n.message.clone() });
+        if n.reason == "InvalidSpec"
+            && old_r.is_none_or(|o| o.reason != n.reason || o.message != n.message)
+        {
+            out.push(Transition {
+                warning: true,
+                reason: "InvalidSpec",
+                note: n.message.clone(),
+            });
         }
     }
     out
@@ -231,11 +319,20 @@ mod tests {
     use super::*;
 
     fn member(i: usize) -> Member {
-        Member { name: format!("web-{i}"), address: format!("10.0.0.{i}:4097") }
+        Member {
+            name: format!("web-{i}"),
+            address: format!("10.0.0.{i}:4097"),
+        }
     }
 
     fn answered(digest: &str, keys: usize, peers: usize) -> Probe {
-        Probe::Answered(DigestReport { digest: digest.into(), keys, tombstones: 0, version: String::new(), peers })
+        Probe::Answered(DigestReport {
+            digest: digest.into(),
+            keys,
+            tombstones: 0,
+            version: String::new(),
+            peers,
+        })
     }
 
     fn t(s: &str) -> Time {
@@ -243,7 +340,14 @@ mod tests {
     }
 
     fn facts() -> Facts {
-        Facts { generation: Some(2), desired_replicas: 3, replicas: 3, ready_replicas: 3, selector: "c19.dev/group=web".into(), invalid: None }
+        Facts {
+            generation: Some(2),
+            desired_replicas: 3,
+            replicas: 3,
+            ready_replicas: 3,
+            selector: "c19.dev/group=web".into(),
+            invalid: None,
+        }
     }
 
     #[test]
@@ -257,29 +361,60 @@ mod tests {
 
     #[test]
     fn a_divergent_member_is_reported_from_the_second_round() {
-        let r = vec![(member(1), answered("7", 5, 2)), (member(2), answered("7", 5, 2)), (member(3), answered("9", 4, 0))];
+        let r = vec![
+            (member(1), answered("7", 5, 2)),
+            (member(2), answered("7", 5, 2)),
+            (member(3), answered("9", 4, 0)),
+        ];
         let first = observe(&r, None);
         assert_eq!(first.divergent, ["web-3"]);
-        assert!(first.converged(), "one round of difference is gossip in flight");
+        assert!(
+            first.converged(),
+            "one round of difference is gossip in flight"
+        );
         let second = observe(&r, Some(&first));
         assert!(!second.converged());
         assert_eq!(second.stale_peers, ["10.0.0.3:4097"]);
-        let s = status(&C19GroupStatus::default(), &facts(), Some(&second), &t("2026-01-01T00:00:00Z"));
+        let s = status(
+            &C19GroupStatus::default(),
+            &facts(),
+            Some(&second),
+            &t("2026-01-01T00:00:00Z"),
+        );
         assert_eq!(s.divergent, ["web-3"]);
         assert!(!s.converged);
-        let c = s.conditions.iter().find(|c| c.type_ == "Converged").unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Diverged"));
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Converged")
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "Diverged")
+        );
     }
 
     #[test]
     fn an_unreachable_member_is_reported_at_once() {
-        let r = vec![(member(1), answered("7", 5, 1)), (member(2), Probe::Unreachable("timeout".into()))];
+        let r = vec![
+            (member(1), answered("7", 5, 1)),
+            (member(2), Probe::Unreachable("timeout".into())),
+        ];
         let o = observe(&r, None);
         assert!(!o.converged());
-        let s = status(&C19GroupStatus::default(), &facts(), Some(&o), &t("2026-01-01T00:00:00Z"));
+        let s = status(
+            &C19GroupStatus::default(),
+            &facts(),
+            Some(&o),
+            &t("2026-01-01T00:00:00Z"),
+        );
         assert_eq!(s.unreachable, ["web-2"]);
         assert_eq!(s.reachable, 1);
-        let c = s.conditions.iter().find(|c| c.type_ == "Converged").unwrap();
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Converged")
+            .unwrap();
         assert_eq!(c.reason, "MembersUnreachable");
         assert!(c.message.contains("web-2"));
     }
@@ -288,12 +423,32 @@ mod tests {
     fn transition_time_is_kept_while_the_status_holds() {
         let r: Vec<_> = (1..=3).map(|i| (member(i), answered("7", 5, 2))).collect();
         let o = observe(&r, None);
-        let s1 = status(&C19GroupStatus::default(), &facts(), Some(&o), &t("2026-01-01T00:00:00Z"));
+        let s1 = status(
+            &C19GroupStatus::default(),
+            &facts(),
+            Some(&o),
+            &t("2026-01-01T00:00:00Z"),
+        );
         let s2 = status(&s1, &facts(), Some(&o), &t("2026-01-01T00:05:00Z"));
-        assert_eq!(s1, s2, "an unchanged group yields an identical status: nothing to write");
-        let bad = vec![(member(1), answered("7", 5, 2)), (member(2), Probe::Unreachable("x".into()))];
-        let s3 = status(&s2, &facts(), Some(&observe(&bad, None)), &t("2026-01-01T00:06:00Z"));
-        let c = s3.conditions.iter().find(|c| c.type_ == "Converged").unwrap();
+        assert_eq!(
+            s1, s2,
+            "an unchanged group yields an identical status: nothing to write"
+        );
+        let bad = vec![
+            (member(1), answered("7", 5, 2)),
+            (member(2), Probe::Unreachable("x".into())),
+        ];
+        let s3 = status(
+            &s2,
+            &facts(),
+            Some(&observe(&bad, None)),
+            &t("2026-01-01T00:06:00Z"),
+        );
+        let c = s3
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Converged")
+            .unwrap();
         assert_eq!(c.last_transition_time, t("2026-01-01T00:06:00Z"));
         let ready = s3.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.last_transition_time, t("2026-01-01T00:00:00Z"));
@@ -303,29 +458,82 @@ mod tests {
     #[test]
     fn ready_follows_the_replicas_and_the_spec() {
         let now = t("2026-01-01T00:00:00Z");
-        let s = status(&C19GroupStatus::default(), &Facts { ready_replicas: 1, ..facts() }, None, &now);
+        let s = status(
+            &C19GroupStatus::default(),
+            &Facts {
+                ready_replicas: 1,
+                ..facts()
+            },
+            None,
+            &now,
+        );
         let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((ready.status.as_str(), ready.message.as_str()), ("False", "1/3 pods ready"));
-        let converged = s.conditions.iter().find(|c| c.type_ == "Converged").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.message.as_str()),
+            ("False", "1/3 pods ready")
+        );
+        let converged = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Converged")
+            .unwrap();
         assert_eq!(converged.status, "Unknown");
-        let s = status(&C19GroupStatus::default(), &Facts { invalid: Some("bad port".into()), ..facts() }, None, &now);
+        let s = status(
+            &C19GroupStatus::default(),
+            &Facts {
+                invalid: Some("bad port".into()),
+                ..facts()
+            },
+            None,
+            &now,
+        );
         let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!((ready.reason.as_str(), ready.message.as_str()), ("InvalidSpec", "bad port"));
+        assert_eq!(
+            (ready.reason.as_str(), ready.message.as_str()),
+            ("InvalidSpec", "bad port")
+        );
     }
 
     #[test]
     fn events_mark_transitions_only() {
         let now = t("2026-01-01T00:00:00Z");
         let good: Vec<_> = (1..=2).map(|i| (member(i), answered("7", 5, 1))).collect();
-        let bad = vec![(member(1), answered("7", 5, 1)), (member(2), Probe::Unreachable("x".into()))];
+        let bad = vec![
+            (member(1), answered("7", 5, 1)),
+            (member(2), Probe::Unreachable("x".into())),
+        ];
         let s0 = C19GroupStatus::default();
         let s1 = status(&s0, &facts(), Some(&observe(&good, None)), &now);
-        assert_eq!(transitions(&s0, &s1).iter().map(|e| e.reason).collect::<Vec<_>>(), ["Converged"]);
-        assert!(transitions(&s1, &status(&s1, &facts(), Some(&observe(&good, None)), &now)).is_empty());
+        assert_eq!(
+            transitions(&s0, &s1)
+                .iter()
+                .map(|e| e.reason)
+                .collect::<Vec<_>>(),
+            ["Converged"]
+        );
+        assert!(
+            transitions(
+                &s1,
+                &status(&s1, &facts(), Some(&observe(&good, None)), &now)
+            )
+            .is_empty()
+        );
         let s2 = status(&s1, &facts(), Some(&observe(&bad, None)), &now);
         let e = transitions(&s1, &s2);
         assert_eq!((e[0].reason, e[0].warning), ("MemberUnreachable", true));
-        let s3 = status(&s2, &Facts { invalid: Some("x".into()), ..facts() }, None, &now);
-        assert!(transitions(&s2, &s3).iter().any(|e| e.reason == "InvalidSpec"));
+        let s3 = status(
+            &s2,
+            &Facts {
+                invalid: Some("x".into()),
+                ..facts()
+            },
+            None,
+            &now,
+        );
+        assert!(
+            transitions(&s2, &s3)
+                .iter()
+                .any(|e| e.reason == "InvalidSpec")
+        );
     }
 }

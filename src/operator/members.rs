@@ -13,11 +13,16 @@ use super::health::Member;
 pub type GroupKey = (String, String);
 
 /// Members of every group, from all slices (a group's Service may have several).
-pub fn members_by_group<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> BTreeMap<GroupKey, Vec<Member>> {
+pub fn members_by_group<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> BTreeMap<GroupKey, Vec<Member>> {
     let mut out: BTreeMap<GroupKey, BTreeSet<Member>> = BTreeMap::new();
     for slice in slices {
         let labels = slice.metadata.labels.as_ref();
-        let (Some(group), Some(ns)) = (labels.and_then(|l| l.get(GROUP_LABEL)), slice.metadata.namespace.as_ref()) else {
+        let (Some(group), Some(ns)) = (
+            labels.and_then(|l| l.get(GROUP_LABEL)),
+            slice.metadata.namespace.as_ref(),
+        ) else {
             continue;
         };
         let port = slice
@@ -29,16 +34,29 @@ pub fn members_by_group<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>)
             .unwrap_or(PEER_PORT) as u16;
         let members = out.entry((ns.clone(), group.clone())).or_default();
         for ep in &slice.endpoints {
-            if ep.conditions.as_ref().and_then(|c| c.terminating).unwrap_or(false) {
+            if ep
+                .conditions
+                .as_ref()
+                .and_then(|c| c.terminating)
+                .unwrap_or(false)
+            {
                 continue;
             }
-            let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else { continue };
+            let Some(ip) = ep.addresses.first().and_then(|a| a.parse::<IpAddr>().ok()) else {
+                continue;
+            };
             let address = SocketAddr::new(ip, port).to_string();
-            let name = ep.target_ref.as_ref().and_then(|r| r.name.clone()).unwrap_or_else(|| address.clone());
+            let name = ep
+                .target_ref
+                .as_ref()
+                .and_then(|r| r.name.clone())
+                .unwrap_or_else(|| address.clone());
             members.insert(Member { name, address });
         }
     }
-    out.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect()
+    out.into_iter()
+        .map(|(k, v)| (k, v.into_iter().collect()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -58,11 +76,15 @@ mod tests {
 
     #[test]
     fn members_come_from_every_slice_of_a_group_without_terminating_ones() {
-        let a = slice("web-c19-1", "web", json!([
-            {"addresses": ["10.0.0.1"], "targetRef": {"kind": "Pod", "name": "web-a"}, "conditions": {"ready": true}},
-            {"addresses": ["10.0.0.2"], "targetRef": {"kind": "Pod", "name": "web-b"}, "conditions": {"ready": false}},
-            {"addresses": ["10.0.0.3"], "targetRef": {"kind": "Pod", "name": "web-c"}, "conditions": {"terminating": true}}
-        ]));
+        let a = slice(
+            "web-c19-1",
+            "web",
+            json!([
+                {"addresses": ["10.0.0.1"], "targetRef": {"kind": "Pod", "name": "web-a"}, "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.2"], "targetRef": {"kind": "Pod", "name": "web-b"}, "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.3"], "targetRef": {"kind": "Pod", "name": "web-c"}, "conditions": {"terminating": true}}
+            ]),
+        );
         let b = slice("web-c19-2", "web", json!([{"addresses": ["10.0.0.4"]}]));
         let other = slice("db-c19-1", "db", json!([]));
         let m = members_by_group([&a, &b, &other]);

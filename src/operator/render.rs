@@ -12,7 +12,9 @@ pub fn agent_config(spec: &C19GroupSpec) -> String {
     let state = &spec.agent.state;
     let conn = &spec.agent.connection;
     let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
-    let mut out = String::from("# Rendered by the c19 operator; edits are overwritten.\nversion: 0.1\nspec:\n");
+    let mut out = String::from(
+        "# Rendered by the c19 operator; edits are overwritten.\nversion: 0.1\nspec:\n",
+    );
     out.push_str("  agent:\n    kind: Default\n    port: 3097\n    bind: 127.0.0.1\n");
     out.push_str(&format!(
         "  state:\n    kind: Default\n    ttl: {}\n    purge_interval: {}\n    tombstone_lifetime: {}\n",
@@ -21,7 +23,9 @@ pub fn agent_config(spec: &C19GroupSpec) -> String {
         state.tombstone_lifetime.unwrap_or(3_600_000),
     ));
     if state.seed.is_some() {
-        out.push_str(&format!("    data_seeder:\n      kind: File\n      filename: {SEED_DIR}/data.json\n"));
+        out.push_str(&format!(
+            "    data_seeder:\n      kind: File\n      filename: {SEED_DIR}/data.json\n"
+        ));
     }
     out.push_str(&format!(
         "  connection:\n    kind: Default\n    port: 4097\n    bind: 0.0.0.0\n    push_interval: {}\n    pull_interval: {}\n    r0: {}\n    timeout: {}\n    token_file: {TOKEN_DIR}/token\n    peer_provider:\n      kind: Operator\n",
@@ -49,8 +53,14 @@ mod tests {
         let c = Config::parse(&text, std::path::Path::new("rendered")).unwrap();
         assert_eq!(c.spec.agent.bind, "127.0.0.1");
         assert_eq!(c.spec.connection.push_interval, 1000);
-        assert_eq!(c.spec.connection.peer_provider, PeerProviderConfig::Operator {});
-        assert_eq!(c.spec.connection.token_file.as_deref(), Some(std::path::Path::new("/etc/c19/token/token")));
+        assert_eq!(
+            c.spec.connection.peer_provider,
+            PeerProviderConfig::Operator {}
+        );
+        assert_eq!(
+            c.spec.connection.token_file.as_deref(),
+            Some(std::path::Path::new("/etc/c19/token/token"))
+        );
         assert!(c.spec.state.data_seeder.is_none());
     }
 
@@ -66,6 +76,9 @@ mod tests {
         assert_eq!(c.spec.state.tombstone_lifetime, 9);
         assert!(c.spec.state.data_seeder.is_some());
         let k = &c.spec.connection;
-        assert_eq!((k.push_interval, k.pull_interval, k.r0, k.timeout), (200, 3000, 4, 300));
+        assert_eq!(
+            (k.push_interval, k.pull_interval, k.r0, k.timeout),
+            (200, 3000, 4, 300)
+        );
     }
 }
