@@ -12,6 +12,9 @@ use crate::connection::api::{DigestReport, PeerList};
 use crate::connection::client::{ClientError, PeerClient, Traffic};
 use crate::state::{Limits, Origin, Spread, Store, StoreConfig, body::parse_batch, now_ms};
 
+/// The peer count of an agent that does not report one (C19 0.1): never re-fed for it.
+pub const UNKNOWN_PEERS: usize = usize::MAX;
+
 /// Requests in flight per round, across a group.
 pub const CONCURRENCY: usize = 32;
 
@@ -94,8 +97,7 @@ async fn probe_dump(
             .legacy_version()
             .map(|v| v.to_string())
             .unwrap_or_default(),
-        // C19 0.1 does not report peers; never ask to re-feed it for that.
-        peers: usize::MAX,
+        peers: UNKNOWN_PEERS,
     })
 }
 

@@ -63,7 +63,7 @@ pub fn observe(results: &[(Member, Probe)], previous: Option<&Observation>) -> O
             Probe::Answered(r) => {
                 let e = by_digest.entry(r.digest.as_str()).or_insert((0, r.keys));
                 e.0 += 1;
-                if r.peers != expected_peers {
+                if r.peers != expected_peers && r.peers != super::agents::UNKNOWN_PEERS {
                     stale_peers.push(member.address.clone());
                 }
             }
