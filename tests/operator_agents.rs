@@ -84,7 +84,7 @@ async fn fed_agents_converge_and_the_probe_sees_it() {
     // A paused agent is unreachable at once.
     agents[2].signal("STOP");
     let paused = round(&client, &members, Some(&obs)).await;
-    assert_eq!(paused.unreachable, [agents[2].ip.clone()]);
+    assert_eq!(paused.unreachable, vec![agents[2].ip.clone()]);
     assert!(!paused.converged());
     agents[2].signal("CONT");
 
@@ -105,7 +105,7 @@ async fn fed_agents_converge_and_the_probe_sees_it() {
     with_loner.push(member(&loner));
     let first = round(&client, &with_loner, None).await;
     let second = round(&client, &with_loner, Some(&first)).await;
-    assert_eq!(second.divergent, [loner.ip.clone()]);
+    assert_eq!(second.divergent, vec![loner.ip.clone()]);
     assert!(!second.converged());
 }
 
