@@ -1,0 +1,280 @@
+//! The end-to-end scenarios, run in order on one cluster: each leaves the group in a state the
+//! next one starts from, the way a user's session would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster::{Cluster, eventually};
+use crate::common::request;
+use crate::sidecars::Kubelet;
+
+const T: Duration = Duration::from_secs(90);
+
+pub type Scenario = fn(&Ctx);
+
+pub const ALL: &[(&str, Scenario)] = &[
+    ("crd_applies_and_invalid_groups_are_rejected", crd_applies_and_invalid_groups_are_rejected),
+    ("a_three_replica_group_converges", a_three_replica_group_converges),
+    ("scaling_feeds_new_members_and_drops_removed_ones", scaling_feeds_new_members_and_drops_removed_ones),
+    ("a_paused_agent_is_reported_and_recovers", a_paused_agent_is_reported_and_recovers),
+    ("a_restarted_operator_converges_without_duplicates", a_restarted_operator_converges_without_duplicates),
+    ("deleting_the_group_collects_everything", deleting_the_group_collects_everything),
+];
+
+pub struct Ctx {
+    pub cluster: Cluster,
+    pub kubelet: Kubelet,
+    operator: Mutex<Option<Child>>,
+    dir: PathBuf,
+}
+
+impl Ctx {
+    pub fn new(cluster: Cluster, dir: &Path) -> Ctx {
+        let kubelet = Kubelet::start(crate::c19_bin(), cluster.kubeconfig.clone(), dir.join("pods"));
+        let ctx = Ctx { cluster, kubelet, operator: Mutex::new(None), dir: dir.to_owned() };
+        ctx
+    }
+
+    fn start_operator(&self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("operator.log")).unwrap();
+        let child = Command::new(crate::c19_bin())
+            .args(["operator", "--probe-interval", "1000", "--agent-timeout", "500", "--metrics-addr", "127.0.0.1:18080"])
+            .args(["--operator-namespace", "c19-system", "--agent-image", "c19:e2e"])
+            .env("KUBECONFIG", &self.cluster.kubeconfig)
+            .env("RUST_LOG", "c19=debug,kube=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        *self.operator.lock().unwrap() = Some(child);
+        eventually("the operator to be ready", T, || {
+            (request("127.0.0.1:18080", "GET", "/readyz", None, &[]).0 == 200).then_some(())
+        });
+    }
+
+    fn kill_operator(&self) {
+        if let Some(mut c) = self.operator.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn operator_log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("operator.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn group_status(&self) -> Value {
+        self.cluster.json(&["get", "c19g", "demo"])["status"].clone()
+    }
+
+    /// Waits until the group has exactly `n` running sidecars and returns them (pod, ip, token).
+    fn sidecars(&self, n: usize) -> Vec<(String, String, String)> {
+        eventually(&format!("{n} running agents"), T, || {
+            let s = self.kubelet.group("demo");
+            (s.len() == n).then_some(s)
+        })
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        self.kill_operator();
+    }
+}
+
+fn auth(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn peers_of(ip: &str, token: &str) -> Option<Vec<String>> {
+    let (status, body) = request(&format!("{ip}:4097"), "GET", "/c19/peers", None, &[("Authorization", &auth(token))]);
+    if status != 200 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(&body).ok()?;
+    Some(v["peers"].as_array()?.iter().filter_map(|p| p.as_str().map(String::from)).collect())
+}
+
+fn value_at(ip: &str, key: &str) -> Option<Value> {
+    let (status, body) = request(&format!("{ip}:3097"), "GET", &format!("/{key}"), None, &[]);
+    (status == 200).then(|| serde_json::from_str::<Value>(&body).ok().map(|v| v["value"].clone())).flatten()
+}
+
+/// Every agent lists every other member, and only them.
+fn wait_for_full_peer_lists(ctx: &Ctx, agents: &[(String, String, String)]) {
+    for (pod, ip, token) in agents {
+        let mut want: Vec<String> = agents.iter().filter(|a| &a.1 != ip).map(|a| format!("{}:4097", a.1)).collect();
+        want.sort();
+        eventually(&format!("{pod}'s peer list {want:?}"), T, || (peers_of(ip, token)? == want).then_some(()));
+    }
+    let _ = ctx;
+}
+
+fn group_yaml(replicas: u32, push_ms: u32) -> String {
+    format!(
+        r#"apiVersion: c19.dev/v1alpha1
+kind: C19Group
+metadata:
+  name: demo
+  namespace: default
+spec:
+  replicas: {replicas}
+  template:
+    metadata:
+      labels: {{app: demo}}
+    spec:
+      containers:
+      - name: app
+        image: nginx:1.27
+        ports: [{{containerPort: 8080}}]
+  agent:
+    connection: {{pushInterval: {push_ms}, pullInterval: 5000, timeout: 500}}
+"#
+    )
+}
+
+fn crd_applies_and_invalid_groups_are_rejected(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    let crd = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/c19group.yaml")).unwrap();
+    c.apply_yaml(&crd);
+    c.kubectl(&["wait", "--for=condition=Established", "crd/c19groups.c19.dev", "--timeout=60s"]);
+    let explain = c.kubectl(&["explain", "c19g.spec.agent.connection.r0"]);
+    assert!(explain.contains("Peers contacted per push round"), "{explain}");
+
+    let bad = group_yaml(3, 200).replace("pushInterval: 200", "pushInterval: 1").replace("replicas: 3", "replicas: -1");
+    let out = c.apply_yaml_output(&bad);
+    assert!(!out.status.success(), "an invalid group must be rejected");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("spec.replicas") && err.contains("greater than or equal to 0"), "{err}");
+    assert!(err.contains("spec.agent.connection.pushInterval"), "{err}");
+    assert!(c.kubectl_output(&["get", "c19g", "demo"]).status.code() != Some(0));
+    ctx.start_operator();
+}
+
+fn a_three_replica_group_converges(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    c.apply_yaml(&group_yaml(3, 200));
+    for (kind, name) in [
+        ("deployment", "demo"),
+        ("configmap", "demo-c19"),
+        ("secret", "demo-c19-token"),
+        ("service", "demo-c19"),
+        ("networkpolicy", "demo-c19"),
+        ("poddisruptionbudget", "demo-c19"),
+    ] {
+        eventually(&format!("{kind}/{name}"), T, || c.kubectl_output(&["get", kind, name]).status.success().then_some(()));
+    }
+    let deployment = c.json(&["get", "deployment", "demo"]);
+    let sidecar = &deployment["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(sidecar["name"], "c19-agent");
+    assert_eq!(sidecar["restartPolicy"], "Always", "a native sidecar");
+    let agents = ctx.sidecars(3);
+    eventually("3 addresses in the EndpointSlices", T, || {
+        let slices = c.json(&["get", "endpointslices", "-l", "c19.dev/group=demo"]);
+        let n: usize = slices["items"].as_array()?.iter().map(|s| s["endpoints"].as_array().map_or(0, |e| e.len())).sum();
+        (n == 3).then_some(())
+    });
+    wait_for_full_peer_lists(ctx, &agents);
+
+    let (writer, readers) = agents.split_first().unwrap();
+    let (status, body) = request(&format!("{}:3097", writer.1), "PUT", "/", Some(br#"{"greeting": {"value": "hello"}}"#), &[]);
+    assert_eq!(status, 204, "{body}");
+    for (pod, ip, _) in readers {
+        eventually(&format!("the value at {pod}"), T, || (value_at(ip, "greeting")? == "hello").then_some(()));
+    }
+    c.kubectl(&["wait", "--for=condition=Converged", "c19g/demo", "--timeout=90s"]);
+    let table = eventually("kubectl get c19g to show 3 ready pods and 1 key", T, || {
+        let t = c.kubectl(&["get", "c19g", "demo"]);
+        let row: Vec<String> = t.lines().nth(1)?.split_whitespace().map(String::from).collect();
+        (row.len() >= 6 && row[1..5] == ["3", "3", "true", "1"]).then_some(t)
+    });
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "REPLICAS", "READY", "CONVERGED", "KEYS", "AGE"]);
+    let status = ctx.group_status();
+    assert_eq!(status["members"], 3);
+    assert_eq!(status["reachable"], 3);
+    assert_eq!(status["selector"], "c19.dev/group=demo");
+    println!("{table}");
+}
+
+fn scaling_feeds_new_members_and_drops_removed_ones(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    c.kubectl(&["scale", "c19g/demo", "--replicas=5"]);
+    let agents = ctx.sidecars(5);
+    wait_for_full_peer_lists(ctx, &agents);
+    for (pod, ip, _) in &agents {
+        eventually(&format!("the whole state at new member {pod}"), T, || (value_at(ip, "greeting")? == "hello").then_some(()));
+    }
+    c.kubectl(&["scale", "c19g/demo", "--replicas=2"]);
+    let remaining = ctx.sidecars(2);
+    wait_for_full_peer_lists(ctx, &remaining);
+    c.kubectl(&["wait", "--for=condition=Converged", "c19g/demo", "--timeout=90s"]);
+    eventually("status.members == 2", T, || (ctx.group_status()["members"] == 2).then_some(()));
+    let scale = c.json(&["get", "--raw", "/apis/c19.dev/v1alpha1/namespaces/default/c19groups/demo/scale"]);
+    assert_eq!(scale["status"]["replicas"], 2, "{scale}");
+    assert_eq!(scale["status"]["selector"], "c19.dev/group=demo");
+}
+
+fn a_paused_agent_is_reported_and_recovers(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    let agents = ctx.sidecars(2);
+    let paused = agents[1].0.clone();
+    ctx.kubelet.with(&paused, |s| s.signal("STOP"));
+    c.kubectl(&["wait", "--for=condition=Converged=False", "c19g/demo", "--timeout=60s"]);
+    let status = ctx.group_status();
+    let unreachable: Vec<&str> = status["unreachable"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(unreachable, [paused.as_str()], "{status}");
+    let events = c.kubectl(&["get", "events", "--field-selector", "involvedObject.kind=C19Group", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("MemberUnreachable"), "{events}");
+    ctx.kubelet.with(&paused, |s| s.signal("CONT"));
+    c.kubectl(&["wait", "--for=condition=Converged", "c19g/demo", "--timeout=60s"]);
+    assert!(ctx.group_status()["unreachable"].is_null());
+}
+
+fn a_restarted_operator_converges_without_duplicates(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    // Change the agent config (the pods roll) and kill the operator while it works on it.
+    c.apply_yaml(&group_yaml(2, 300));
+    std::thread::sleep(Duration::from_millis(300));
+    ctx.kill_operator();
+    ctx.start_operator();
+    eventually("the new config in the ConfigMap", T, || {
+        c.kubectl(&["get", "configmap", "demo-c19", "-o", "jsonpath={.data.config\\.yaml}"]).contains("push_interval: 300").then_some(())
+    });
+    let agents = eventually("two agents on the new config", T, || {
+        let s = ctx.kubelet.group("demo");
+        let fresh = s.iter().all(|(pod, _, _)| {
+            let cfg = std::fs::read_to_string(ctx.dir.join("pods").join(pod).join("config.yaml")).unwrap_or_default();
+            cfg.contains("push_interval: 300")
+        });
+        (s.len() == 2 && fresh).then_some(s)
+    });
+    wait_for_full_peer_lists(ctx, &agents);
+    c.kubectl(&["wait", "--for=condition=Converged", "c19g/demo", "--timeout=90s"]);
+    for kind in ["deployment", "configmap", "secret", "service", "networkpolicy", "poddisruptionbudget"] {
+        let items = c.json(&["get", kind, "-l", "c19.dev/group=demo"]);
+        assert_eq!(items["items"].as_array().unwrap().len(), 1, "exactly one {kind}");
+        let owners = &items["items"][0]["metadata"]["ownerReferences"];
+        assert_eq!(owners.as_array().unwrap().len(), 1, "{kind} has one owner: {owners}");
+    }
+    let metrics = request("127.0.0.1:18080", "GET", "/metrics", None, &[]).1;
+    assert!(metrics.contains("c19_operator_groups_converged 1"), "{metrics}");
+}
+
+fn deleting_the_group_collects_everything(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    c.kubectl(&["delete", "c19g", "demo", "--wait=true", "--timeout=60s"]);
+    for kind in ["deployment", "replicaset", "pod", "configmap", "secret", "service", "networkpolicy", "poddisruptionbudget"] {
+        eventually(&format!("every {kind} of the group to be collected"), T, || {
+            let items = c.json(&["get", kind, "-l", "c19.dev/group=demo"]);
+            items["items"].as_array()?.is_empty().then_some(())
+        });
+    }
+    ctx.sidecars(0);
+}
