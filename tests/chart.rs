@@ -12,26 +12,52 @@ fn helm_bin() -> PathBuf {
     let dir = match std::env::var("C19_K8S_BIN_DIR") {
         Ok(d) => d,
         Err(_) => {
-            let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/k8s-binaries")).output().expect("scripts/k8s-binaries runs");
-            assert!(out.status.success(), "scripts/k8s-binaries failed: {}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().to_string()
+            let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/k8s-binaries"))
+                .output()
+                .expect("scripts/k8s-binaries runs");
+            assert!(
+                out.status.success(),
+                "scripts/k8s-binaries failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .unwrap()
+                .trim()
+                .to_string()
         }
     };
     PathBuf::from(dir).join("helm")
 }
 
 fn helm(args: &[&str]) -> Output {
-    Command::new(helm_bin()).args(args).output().expect("helm runs")
+    Command::new(helm_bin())
+        .args(args)
+        .output()
+        .expect("helm runs")
 }
 
 /// Renders the chart and returns its objects.
 fn render(set: &[&str]) -> Vec<Value> {
-    let mut args = vec!["template", "c19", CHART, "--namespace", "c19-system", "--kube-version", "1.33.0"];
+    let mut args = vec![
+        "template",
+        "c19",
+        CHART,
+        "--namespace",
+        "c19-system",
+        "--kube-version",
+        "1.33.0",
+    ];
     for s in set {
         args.extend(["--set", s]);
     }
     let out = helm(&args);
-    assert!(out.status.success(), "helm template failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "helm template failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     text.split("\n---")
         .filter_map(|doc| serde_yaml::from_str::<Value>(doc).ok())
@@ -46,14 +72,23 @@ fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
 #[test]
 fn the_chart_lints() {
     let out = helm(&["lint", CHART, "--strict", "--kube-version", "1.33.0"]);
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn the_chart_ships_the_current_crd() {
-    let top = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/c19group.yaml")).unwrap();
+    let top = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/c19group.yaml"))
+        .unwrap();
     let chart = std::fs::read_to_string(format!("{CHART}/crds/c19group.yaml")).unwrap();
-    assert!(top == chart, "charts/c19-operator/crds/c19group.yaml differs from crds/c19group.yaml: copy it");
+    assert!(
+        top == chart,
+        "charts/c19-operator/crds/c19group.yaml differs from crds/c19group.yaml: copy it"
+    );
 }
 
 #[test]
@@ -62,7 +97,10 @@ fn defaults_render_a_hardened_cluster_wide_operator() {
     let deployment = find(&objects, "Deployment")[0];
     let pod = &deployment["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
-    assert_eq!(c["image"], "c19:0.1.0", "the image defaults to the appVersion");
+    assert_eq!(
+        c["image"], "c19:0.1.0",
+        "the image defaults to the appVersion"
+    );
     assert_eq!(c["args"], serde_json::json!(["operator"]));
     let sc = &c["securityContext"];
     assert_eq!(sc["runAsNonRoot"], true);
@@ -77,9 +115,17 @@ fn defaults_render_a_hardened_cluster_wide_operator() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap_or("").to_string()))
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
-    assert!(env.contains(&("C19_AGENT_IMAGE".into(), "c19:0.1.0".into())), "the agent image defaults to the operator's: {env:?}");
+    assert!(
+        env.contains(&("C19_AGENT_IMAGE".into(), "c19:0.1.0".into())),
+        "the agent image defaults to the operator's: {env:?}"
+    );
     assert!(env.contains(&("C19_LEADER_ELECT".into(), "false".into())));
     assert_eq!(pod["serviceAccountName"], "c19-c19-operator");
 
@@ -89,32 +135,76 @@ fn defaults_render_a_hardened_cluster_wide_operator() {
     let verbs_of = |resource: &str| -> Vec<String> {
         rules
             .iter()
-            .filter(|r| r["resources"].as_array().unwrap().iter().any(|x| x == resource))
-            .flat_map(|r| r["verbs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()))
+            .filter(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x == resource)
+            })
+            .flat_map(|r| {
+                r["verbs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+            })
             .collect()
     };
-    assert_eq!(verbs_of("secrets"), ["get", "create"], "secrets are read and created, never listed");
+    assert_eq!(
+        verbs_of("secrets"),
+        ["get", "create"],
+        "secrets are read and created, never listed"
+    );
     assert_eq!(verbs_of("endpointslices"), ["get", "list", "watch"]);
-    assert!(!verbs_of("deployments").contains(&"delete".to_string()), "garbage collection deletes, not the operator");
-    assert!(rules.iter().all(|r| r["verbs"].as_array().unwrap().iter().all(|v| v != "*")), "no wildcards");
+    assert!(
+        !verbs_of("deployments").contains(&"delete".to_string()),
+        "garbage collection deletes, not the operator"
+    );
+    assert!(
+        rules
+            .iter()
+            .all(|r| r["verbs"].as_array().unwrap().iter().all(|v| v != "*")),
+        "no wildcards"
+    );
     assert_eq!(find(&objects, "ClusterRoleBinding").len(), 1);
-    assert!(find(&objects, "Role").is_empty(), "no Lease role without leader election");
-    assert_eq!(find(&objects, "Service")[0]["spec"]["ports"][0]["port"], 8080);
+    assert!(
+        find(&objects, "Role").is_empty(),
+        "no Lease role without leader election"
+    );
+    assert_eq!(
+        find(&objects, "Service")[0]["spec"]["ports"][0]["port"],
+        8080
+    );
     assert!(find(&objects, "ServiceMonitor").is_empty());
 }
 
 #[test]
 fn one_namespace_and_leader_election_narrow_the_rbac() {
-    let objects = render(&["watchNamespace=shop", "leaderElection.enabled=true", "replicaCount=2", "metrics.serviceMonitor.enabled=true", "agentImage=reg/c19-agent:1"]);
-    assert!(find(&objects, "ClusterRole").is_empty(), "no cluster-wide rights when watching one namespace");
+    let objects = render(&[
+        "watchNamespace=shop",
+        "leaderElection.enabled=true",
+        "replicaCount=2",
+        "metrics.serviceMonitor.enabled=true",
+        "agentImage=reg/c19-agent:1",
+    ]);
+    assert!(
+        find(&objects, "ClusterRole").is_empty(),
+        "no cluster-wide rights when watching one namespace"
+    );
     let roles = find(&objects, "Role");
-    let namespaces: Vec<&str> = roles.iter().map(|r| r["metadata"]["namespace"].as_str().unwrap()).collect();
+    let namespaces: Vec<&str> = roles
+        .iter()
+        .map(|r| r["metadata"]["namespace"].as_str().unwrap())
+        .collect();
     assert_eq!(namespaces, ["shop", "c19-system"]);
     let lease = roles[1]["rules"][0].clone();
     assert_eq!(lease["resources"], serde_json::json!(["leases"]));
     let deployment = find(&objects, "Deployment")[0];
     assert_eq!(deployment["spec"]["replicas"], 2);
-    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
     let get = |n: &str| env.iter().find(|e| e["name"] == n).unwrap()["value"].clone();
     assert_eq!(get("C19_WATCH_NAMESPACE"), "shop");
     assert_eq!(get("C19_LEADER_ELECT"), "true");
@@ -124,13 +214,30 @@ fn one_namespace_and_leader_election_narrow_the_rbac() {
 
 #[test]
 fn bad_values_fail_at_install_time() {
-    let template = |set: &str| helm(&["template", "c19", CHART, "--kube-version", "1.33.0", "--set", set]);
+    let template = |set: &str| {
+        helm(&[
+            "template",
+            "c19",
+            CHART,
+            "--kube-version",
+            "1.33.0",
+            "--set",
+            set,
+        ])
+    };
     let out = template("replicaCont=2");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("replicaCont"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("replicaCont"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = template("image.pullPolicy=Sometimes");
     assert!(!out.status.success());
     let out = template("replicaCount=2");
-    assert!(!out.status.success(), "two replicas without leader election");
+    assert!(
+        !out.status.success(),
+        "two replicas without leader election"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("leaderElection.enabled"));
 }

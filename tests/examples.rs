@@ -7,14 +7,21 @@ use c19::operator::crd::C19Group;
 
 fn files(dir: &str) -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-    let mut v: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "yaml")).collect();
+    let mut v: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
     v.sort();
     v
 }
 
 #[test]
 fn agent_configs_load() {
-    let configs: Vec<_> = files("examples").into_iter().chain(files("examples/local-cluster")).collect();
+    let configs: Vec<_> = files("examples")
+        .into_iter()
+        .chain(files("examples/local-cluster"))
+        .collect();
     assert_eq!(configs.len(), 4);
     for f in configs {
         Config::load(&f).unwrap_or_else(|e| panic!("{e}"));
@@ -29,8 +36,13 @@ fn groups_parse() {
         for doc in text.split("\n---") {
             let v: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
             if v["kind"] == serde_yaml::Value::from("C19Group") {
-                let g: C19Group = serde_yaml::from_value(v).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-                assert!(c19::operator::desired::validate(&g).is_ok(), "{}", f.display());
+                let g: C19Group =
+                    serde_yaml::from_value(v).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                assert!(
+                    c19::operator::desired::validate(&g).is_ok(),
+                    "{}",
+                    f.display()
+                );
                 groups += 1;
             }
         }

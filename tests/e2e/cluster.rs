@@ -20,7 +20,12 @@ pub struct Cluster {
 /// Runs a command and fails with its output when it fails.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -31,7 +36,10 @@ pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -49,9 +57,22 @@ impl Cluster {
         run(Command::new("ip").args(["route", "add", "local", POD_CIDR, "dev", "lo"]));
 
         let pki = dir.join("pki");
-        run(Command::new("openssl").args(["genrsa", "-out"]).arg(pki.join("sa.key")).arg("2048").stderr(Stdio::null()));
-        run(Command::new("openssl").args(["rsa", "-pubout", "-in"]).arg(pki.join("sa.key")).arg("-out").arg(pki.join("sa.pub")).stderr(Stdio::null()));
-        std::fs::write(dir.join("tokens.csv"), format!("{ADMIN_TOKEN},admin,admin,system:masters\n")).unwrap();
+        run(Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(pki.join("sa.key"))
+            .arg("2048")
+            .stderr(Stdio::null()));
+        run(Command::new("openssl")
+            .args(["rsa", "-pubout", "-in"])
+            .arg(pki.join("sa.key"))
+            .arg("-out")
+            .arg(pki.join("sa.pub"))
+            .stderr(Stdio::null()));
+        std::fs::write(
+            dir.join("tokens.csv"),
+            format!("{ADMIN_TOKEN},admin,admin,system:masters\n"),
+        )
+        .unwrap();
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(
             &kubeconfig,
@@ -61,46 +82,138 @@ impl Cluster {
         )
         .unwrap();
 
-        let mut c = Cluster { dir: dir.to_owned(), bins: bins.to_owned(), kubeconfig: kubeconfig.clone(), procs: Vec::new() };
+        let mut c = Cluster {
+            dir: dir.to_owned(),
+            bins: bins.to_owned(),
+            kubeconfig: kubeconfig.clone(),
+            procs: Vec::new(),
+        };
         let d = |p: &str| dir.join(p).display().to_string();
         let kc = kubeconfig.display().to_string();
-        c.spawn("etcd", &[
-            "--data-dir", &d("etcd"), "--name", "e2e", "--unsafe-no-fsync",
-            "--listen-client-urls", "http://127.0.0.1:2379", "--advertise-client-urls", "http://127.0.0.1:2379",
-            "--listen-peer-urls", "http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380",
-            "--initial-cluster", "e2e=http://127.0.0.1:2380", "--log-level", "warn",
-        ]);
-        c.spawn("kube-apiserver", &[
-            "--etcd-servers", "http://127.0.0.1:2379", "--bind-address", "127.0.0.1", "--secure-port", "6443",
-            "--advertise-address", NODE_IP, "--cert-dir", &d("pki"), "--token-auth-file", &d("tokens.csv"),
-            "--authorization-mode", "RBAC", "--service-account-key-file", &d("pki/sa.pub"),
-            "--service-account-signing-key-file", &d("pki/sa.key"),
-            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-cluster-ip-range", "10.96.0.0/16", "--allow-privileged=true", "--v=0",
-        ]);
+        c.spawn(
+            "etcd",
+            &[
+                "--data-dir",
+                &d("etcd"),
+                "--name",
+                "e2e",
+                "--unsafe-no-fsync",
+                "--listen-client-urls",
+                "http://127.0.0.1:2379",
+                "--advertise-client-urls",
+                "http://127.0.0.1:2379",
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-cluster",
+                "e2e=http://127.0.0.1:2380",
+                "--log-level",
+                "warn",
+            ],
+        );
+        c.spawn(
+            "kube-apiserver",
+            &[
+                "--etcd-servers",
+                "http://127.0.0.1:2379",
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                "6443",
+                "--advertise-address",
+                NODE_IP,
+                "--cert-dir",
+                &d("pki"),
+                "--token-auth-file",
+                &d("tokens.csv"),
+                "--authorization-mode",
+                "RBAC",
+                "--service-account-key-file",
+                &d("pki/sa.pub"),
+                "--service-account-signing-key-file",
+                &d("pki/sa.key"),
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+                "--service-cluster-ip-range",
+                "10.96.0.0/16",
+                "--allow-privileged=true",
+                "--v=0",
+            ],
+        );
         eventually("the API server", Duration::from_secs(90), || {
-            c.kubectl_output(&["get", "--raw", "/readyz"]).status.success().then_some(())
+            c.kubectl_output(&["get", "--raw", "/readyz"])
+                .status
+                .success()
+                .then_some(())
         });
-        c.spawn("kube-controller-manager", &[
-            "--kubeconfig", &kc, "--leader-elect=false", "--bind-address", "127.0.0.1",
-            "--service-account-private-key-file", &d("pki/sa.key"), "--root-ca-file", &d("pki/apiserver.crt"),
-            "--controllers", "*", "--concurrent-deployment-syncs", "5", "--v=0",
-        ]);
-        c.spawn("kube-scheduler", &["--kubeconfig", &kc, "--leader-elect=false", "--bind-address", "127.0.0.1", "--v=0"]);
-        c.spawn("kwok", &[
-            "--kubeconfig", &kc, "--manage-all-nodes=true", "--cidr", POD_CIDR, "--node-ip", NODE_IP,
-            "--node-lease-duration-seconds", "40",
-        ]);
-        c.apply_yaml(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: kwok-node-0\n  labels: {{kubernetes.io/hostname: kwok-node-0, type: kwok}}\n  annotations: {{kwok.x-k8s.io/node: fake}}\nspec: {{}}\nstatus:\n  allocatable: {{cpu: '64', memory: 256Gi, pods: '250'}}\n  capacity: {{cpu: '64', memory: 256Gi, pods: '250'}}\n  nodeInfo: {{kubeletVersion: fake, architecture: amd64, operatingSystem: linux}}\n"
-        ));
+        c.spawn(
+            "kube-controller-manager",
+            &[
+                "--kubeconfig",
+                &kc,
+                "--leader-elect=false",
+                "--bind-address",
+                "127.0.0.1",
+                "--service-account-private-key-file",
+                &d("pki/sa.key"),
+                "--root-ca-file",
+                &d("pki/apiserver.crt"),
+                "--controllers",
+                "*",
+                "--concurrent-deployment-syncs",
+                "5",
+                "--v=0",
+            ],
+        );
+        c.spawn(
+            "kube-scheduler",
+            &[
+                "--kubeconfig",
+                &kc,
+                "--leader-elect=false",
+                "--bind-address",
+                "127.0.0.1",
+                "--v=0",
+            ],
+        );
+        c.spawn(
+            "kwok",
+            &[
+                "--kubeconfig",
+                &kc,
+                "--manage-all-nodes=true",
+                "--cidr",
+                POD_CIDR,
+                "--node-ip",
+                NODE_IP,
+                "--node-lease-duration-seconds",
+                "40",
+            ],
+        );
+        c.apply_yaml(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: kwok-node-0\n  labels: {kubernetes.io/hostname: kwok-node-0, type: kwok}\n  annotations: {kwok.x-k8s.io/node: fake}\nspec: {}\nstatus:\n  allocatable: {cpu: '64', memory: 256Gi, pods: '250'}\n  capacity: {cpu: '64', memory: 256Gi, pods: '250'}\n  nodeInfo: {kubeletVersion: fake, architecture: amd64, operatingSystem: linux}\n",
+        );
         eventually("the kwok node to be Ready", Duration::from_secs(60), || {
-            let out = c.kubectl_output(&["get", "node", "kwok-node-0", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+            let out = c.kubectl_output(&[
+                "get",
+                "node",
+                "kwok-node-0",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
             (String::from_utf8_lossy(&out.stdout) == "True").then_some(())
         });
-        eventually("the default service account", Duration::from_secs(60), || {
-            c.kubectl_output(&["get", "serviceaccount", "default"]).status.success().then_some(())
-        });
+        eventually(
+            "the default service account",
+            Duration::from_secs(60),
+            || {
+                c.kubectl_output(&["get", "serviceaccount", "default"])
+                    .status
+                    .success()
+                    .then_some(())
+            },
+        );
         c
     }
 
@@ -116,13 +229,21 @@ impl Cluster {
     }
 
     pub fn kubectl_output(&self, args: &[&str]) -> Output {
-        Command::new("kubectl").args(args).env("KUBECONFIG", &self.kubeconfig).output().expect("kubectl runs")
+        Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .output()
+            .expect("kubectl runs")
     }
 
     /// Runs kubectl and returns its stdout; fails the test when kubectl fails.
     pub fn kubectl(&self, args: &[&str]) -> String {
         let out = self.kubectl_output(args);
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -143,13 +264,22 @@ impl Cluster {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
     pub fn apply_yaml(&self, yaml: &str) {
         let out = self.apply_yaml_output(yaml);
-        assert!(out.status.success(), "apply failed: {}\n{yaml}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "apply failed: {}\n{yaml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

@@ -6,27 +6,29 @@
 //! started dies with it. Needs root and the binaries of `scripts/k8s-binaries`.
 
 mod cluster;
-mod scenarios;
-mod sidecars;
 #[path = "../common/mod.rs"]
 mod common;
+mod netns;
+mod scenarios;
+mod sidecars;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Instant;
-
-const INSIDE: &str = "C19_E2E_INSIDE";
 
 fn main() -> ExitCode {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    if std::env::var_os(INSIDE).is_none() {
-        return enter_namespaces();
+    if !netns::inside() {
+        return netns::reenter(|_| {});
     }
-    let bins = PathBuf::from(std::env::var("C19_K8S_BIN_DIR").expect("set by the outer run"));
+    let bins = netns::bin_dir().expect("set by the outer run");
     let dir = std::env::temp_dir().join("c19-e2e");
     let started = Instant::now();
     let cluster = cluster::Cluster::start(&bins, &dir);
-    println!("control plane ready in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "control plane ready in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let ctx = scenarios::Ctx::new(cluster, &dir);
     let mut passed = 0;
     let mut failed = 0;
@@ -43,7 +45,10 @@ fn main() -> ExitCode {
             }
             Err(_) => {
                 failed += 1;
-                println!("test {name} ... FAILED ({:.1} s)", t.elapsed().as_secs_f64());
+                println!(
+                    "test {name} ... FAILED ({:.1} s)",
+                    t.elapsed().as_secs_f64()
+                );
                 println!("--- operator log tail ---\n{}", ctx.operator_log_tail());
             }
         }
@@ -51,44 +56,10 @@ fn main() -> ExitCode {
     println!("e2e suite took {:.1} s", started.elapsed().as_secs_f64());
     println!("{passed} passed, {failed} failed");
     drop(ctx);
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
-}
-
-/// Re-runs this binary as PID 1 of new network and PID namespaces.
-fn enter_namespaces() -> ExitCode {
-    let bins = match std::env::var("C19_K8S_BIN_DIR") {
-        Ok(d) => PathBuf::from(d),
-        Err(_) => {
-            let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/k8s-binaries")).output();
-            match out {
-                Ok(o) if o.status.success() => {
-                    PathBuf::from(String::from_utf8_lossy(&o.stdout).lines().last().unwrap_or("").trim())
-                }
-                _ => {
-                    eprintln!("e2e: the control-plane binaries are missing; run scripts/k8s-binaries (needs Go)");
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-    };
-    let me = std::env::current_exe().unwrap();
-    let status = Command::new("unshare")
-        .args(["--net", "--pid", "--fork", "--kill-child", "--mount-proc"])
-        .arg(me)
-        .args(std::env::args().skip(1))
-        .env(INSIDE, "1")
-        .env("C19_K8S_BIN_DIR", &bins)
-        .status();
-    match status {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        Ok(s) => {
-            eprintln!("e2e: failed ({s})");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("e2e: cannot run unshare (needs root and util-linux): {e}");
-            ExitCode::FAILURE
-        }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -17,12 +17,30 @@ const T: Duration = Duration::from_secs(90);
 pub type Scenario = fn(&Ctx);
 
 pub const ALL: &[(&str, Scenario)] = &[
-    ("crd_applies_and_invalid_groups_are_rejected", crd_applies_and_invalid_groups_are_rejected),
-    ("a_three_replica_group_converges", a_three_replica_group_converges),
-    ("scaling_feeds_new_members_and_drops_removed_ones", scaling_feeds_new_members_and_drops_removed_ones),
-    ("a_paused_agent_is_reported_and_recovers", a_paused_agent_is_reported_and_recovers),
-    ("a_restarted_operator_converges_without_duplicates", a_restarted_operator_converges_without_duplicates),
-    ("deleting_the_group_collects_everything", deleting_the_group_collects_everything),
+    (
+        "crd_applies_and_invalid_groups_are_rejected",
+        crd_applies_and_invalid_groups_are_rejected,
+    ),
+    (
+        "a_three_replica_group_converges",
+        a_three_replica_group_converges,
+    ),
+    (
+        "scaling_feeds_new_members_and_drops_removed_ones",
+        scaling_feeds_new_members_and_drops_removed_ones,
+    ),
+    (
+        "a_paused_agent_is_reported_and_recovers",
+        a_paused_agent_is_reported_and_recovers,
+    ),
+    (
+        "a_restarted_operator_converges_without_duplicates",
+        a_restarted_operator_converges_without_duplicates,
+    ),
+    (
+        "deleting_the_group_collects_everything",
+        deleting_the_group_collects_everything,
+    ),
 ];
 
 pub struct Ctx {
@@ -34,16 +52,41 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(cluster: Cluster, dir: &Path) -> Ctx {
-        let kubelet = Kubelet::start(crate::c19_bin(), cluster.kubeconfig.clone(), dir.join("pods"));
-        let ctx = Ctx { cluster, kubelet, operator: Mutex::new(None), dir: dir.to_owned() };
-        ctx
+        let kubelet = Kubelet::start(
+            crate::c19_bin(),
+            cluster.kubeconfig.clone(),
+            dir.join("pods"),
+        );
+        Ctx {
+            cluster,
+            kubelet,
+            operator: Mutex::new(None),
+            dir: dir.to_owned(),
+        }
     }
 
     fn start_operator(&self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("operator.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("operator.log"))
+            .unwrap();
         let child = Command::new(crate::c19_bin())
-            .args(["operator", "--probe-interval", "1000", "--agent-timeout", "500", "--metrics-addr", "127.0.0.1:18080"])
-            .args(["--operator-namespace", "c19-system", "--agent-image", "c19:e2e"])
+            .args([
+                "operator",
+                "--probe-interval",
+                "1000",
+                "--agent-timeout",
+                "500",
+                "--metrics-addr",
+                "127.0.0.1:18080",
+            ])
+            .args([
+                "--operator-namespace",
+                "c19-system",
+                "--agent-image",
+                "c19:e2e",
+            ])
             .env("KUBECONFIG", &self.cluster.kubeconfig)
             .env("RUST_LOG", "c19=debug,kube=info")
             .stdout(Stdio::null())
@@ -93,25 +136,49 @@ fn auth(token: &str) -> String {
 }
 
 fn peers_of(ip: &str, token: &str) -> Option<Vec<String>> {
-    let (status, body) = request(&format!("{ip}:4097"), "GET", "/c19/peers", None, &[("Authorization", &auth(token))]);
+    let (status, body) = request(
+        &format!("{ip}:4097"),
+        "GET",
+        "/c19/peers",
+        None,
+        &[("Authorization", &auth(token))],
+    );
     if status != 200 {
         return None;
     }
     let v: Value = serde_json::from_str(&body).ok()?;
-    Some(v["peers"].as_array()?.iter().filter_map(|p| p.as_str().map(String::from)).collect())
+    Some(
+        v["peers"]
+            .as_array()?
+            .iter()
+            .filter_map(|p| p.as_str().map(String::from))
+            .collect(),
+    )
 }
 
 fn value_at(ip: &str, key: &str) -> Option<Value> {
     let (status, body) = request(&format!("{ip}:3097"), "GET", &format!("/{key}"), None, &[]);
-    (status == 200).then(|| serde_json::from_str::<Value>(&body).ok().map(|v| v["value"].clone())).flatten()
+    (status == 200)
+        .then(|| {
+            serde_json::from_str::<Value>(&body)
+                .ok()
+                .map(|v| v["value"].clone())
+        })
+        .flatten()
 }
 
 /// Every agent lists every other member, and only them.
 fn wait_for_full_peer_lists(ctx: &Ctx, agents: &[(String, String, String)]) {
     for (pod, ip, token) in agents {
-        let mut want: Vec<String> = agents.iter().filter(|a| &a.1 != ip).map(|a| format!("{}:4097", a.1)).collect();
+        let mut want: Vec<String> = agents
+            .iter()
+            .filter(|a| &a.1 != ip)
+            .map(|a| format!("{}:4097", a.1))
+            .collect();
         want.sort();
-        eventually(&format!("{pod}'s peer list {want:?}"), T, || (peers_of(ip, token)? == want).then_some(()));
+        eventually(&format!("{pod}'s peer list {want:?}"), T, || {
+            (peers_of(ip, token)? == want).then_some(())
+        });
     }
     let _ = ctx;
 }
@@ -141,17 +208,31 @@ spec:
 
 fn crd_applies_and_invalid_groups_are_rejected(ctx: &Ctx) {
     let c = &ctx.cluster;
-    let crd = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/c19group.yaml")).unwrap();
+    let crd = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/c19group.yaml"))
+        .unwrap();
     c.apply_yaml(&crd);
-    c.kubectl(&["wait", "--for=condition=Established", "crd/c19groups.c19.dev", "--timeout=60s"]);
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/c19groups.c19.dev",
+        "--timeout=60s",
+    ]);
     let explain = c.kubectl(&["explain", "c19g.spec.agent.connection.r0"]);
-    assert!(explain.contains("Peers contacted per push round"), "{explain}");
+    assert!(
+        explain.contains("Peers contacted per push round"),
+        "{explain}"
+    );
 
-    let bad = group_yaml(3, 200).replace("pushInterval: 200", "pushInterval: 1").replace("replicas: 3", "replicas: -1");
+    let bad = group_yaml(3, 200)
+        .replace("pushInterval: 200", "pushInterval: 1")
+        .replace("replicas: 3", "replicas: -1");
     let out = c.apply_yaml_output(&bad);
     assert!(!out.status.success(), "an invalid group must be rejected");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("spec.replicas") && err.contains("greater than or equal to 0"), "{err}");
+    assert!(
+        err.contains("spec.replicas") && err.contains("greater than or equal to 0"),
+        "{err}"
+    );
     assert!(err.contains("spec.agent.connection.pushInterval"), "{err}");
     assert!(c.kubectl_output(&["get", "c19g", "demo"]).status.code() != Some(0));
     ctx.start_operator();
@@ -168,7 +249,12 @@ fn a_three_replica_group_converges(ctx: &Ctx) {
         ("networkpolicy", "demo-c19"),
         ("poddisruptionbudget", "demo-c19"),
     ] {
-        eventually(&format!("{kind}/{name}"), T, || c.kubectl_output(&["get", kind, name]).status.success().then_some(()));
+        eventually(&format!("{kind}/{name}"), T, || {
+            c.kubectl_output(&["get", kind, name])
+                .status
+                .success()
+                .then_some(())
+        });
     }
     let deployment = c.json(&["get", "deployment", "demo"]);
     let sidecar = &deployment["spec"]["template"]["spec"]["initContainers"][0];
@@ -177,25 +263,50 @@ fn a_three_replica_group_converges(ctx: &Ctx) {
     let agents = ctx.sidecars(3);
     eventually("3 addresses in the EndpointSlices", T, || {
         let slices = c.json(&["get", "endpointslices", "-l", "c19.dev/group=demo"]);
-        let n: usize = slices["items"].as_array()?.iter().map(|s| s["endpoints"].as_array().map_or(0, |e| e.len())).sum();
+        let n: usize = slices["items"]
+            .as_array()?
+            .iter()
+            .map(|s| s["endpoints"].as_array().map_or(0, |e| e.len()))
+            .sum();
         (n == 3).then_some(())
     });
     wait_for_full_peer_lists(ctx, &agents);
 
     let (writer, readers) = agents.split_first().unwrap();
-    let (status, body) = request(&format!("{}:3097", writer.1), "PUT", "/", Some(br#"{"greeting": {"value": "hello"}}"#), &[]);
+    let (status, body) = request(
+        &format!("{}:3097", writer.1),
+        "PUT",
+        "/",
+        Some(br#"{"greeting": {"value": "hello"}}"#),
+        &[],
+    );
     assert_eq!(status, 204, "{body}");
     for (pod, ip, _) in readers {
-        eventually(&format!("the value at {pod}"), T, || (value_at(ip, "greeting")? == "hello").then_some(()));
+        eventually(&format!("the value at {pod}"), T, || {
+            (value_at(ip, "greeting")? == "hello").then_some(())
+        });
     }
-    c.kubectl(&["wait", "--for=condition=Converged", "c19g/demo", "--timeout=90s"]);
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Converged",
+        "c19g/demo",
+        "--timeout=90s",
+    ]);
     let table = eventually("kubectl get c19g to show 3 ready pods and 1 key", T, || {
         let t = c.kubectl(&["get", "c19g", "demo"]);
-        let row: Vec<String> = t.lines().nth(1)?.split_whitespace().map(String::from).collect();
+        let row: Vec<String> = t
+            .lines()
+            .nth(1)?
+            .split_whitespace()
+            .map(String::from)
+            .collect();
         (row.len() >= 6 && row[1..5] == ["3", "3", "true", "1"]).then_some(t)
     });
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "REPLICAS", "READY", "CONVERGED", "KEYS", "AGE"]);
+    assert_eq!(
+        header,
+        ["NAME", "REPLICAS", "READY", "CONVERGED", "KEYS", "AGE"]
+    );
     let status = ctx.group_status();
     assert_eq!(status["members"], 3);
     assert_eq!(status["reachable"], 3);
@@ -209,14 +320,27 @@ fn scaling_feeds_new_members_and_drops_removed_ones(ctx: &Ctx) {
     let agents = ctx.sidecars(5);
     wait_for_full_peer_lists(ctx, &agents);
     for (pod, ip, _) in &agents {
-        eventually(&format!("the whole state at new member {pod}"), T, || (value_at(ip, "greeting")? == "hello").then_some(()));
+        eventually(&format!("the whole state at new member {pod}"), T, || {
+            (value_at(ip, "greeting")? == "hello").then_some(())
+        });
     }
     c.kubectl(&["scale", "c19g/demo", "--replicas=2"]);
     let remaining = ctx.sidecars(2);
     wait_for_full_peer_lists(ctx, &remaining);
-    c.kubectl(&["wait", "--for=condition=Converged", "c19g/demo", "--timeout=90s"]);
-    eventually("status.members == 2", T, || (ctx.group_status()["members"] == 2).then_some(()));
-    let scale = c.json(&["get", "--raw", "/apis/c19.dev/v1alpha1/namespaces/default/c19groups/demo/scale"]);
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Converged",
+        "c19g/demo",
+        "--timeout=90s",
+    ]);
+    eventually("status.members == 2", T, || {
+        (ctx.group_status()["members"] == 2).then_some(())
+    });
+    let scale = c.json(&[
+        "get",
+        "--raw",
+        "/apis/c19.dev/v1alpha1/namespaces/default/c19groups/demo/scale",
+    ]);
     assert_eq!(scale["status"]["replicas"], 2, "{scale}");
     assert_eq!(scale["status"]["selector"], "c19.dev/group=demo");
 }
@@ -226,14 +350,36 @@ fn a_paused_agent_is_reported_and_recovers(ctx: &Ctx) {
     let agents = ctx.sidecars(2);
     let paused = agents[1].0.clone();
     ctx.kubelet.with(&paused, |s| s.signal("STOP"));
-    c.kubectl(&["wait", "--for=condition=Converged=False", "c19g/demo", "--timeout=60s"]);
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Converged=False",
+        "c19g/demo",
+        "--timeout=60s",
+    ]);
     let status = ctx.group_status();
-    let unreachable: Vec<&str> = status["unreachable"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    let unreachable: Vec<&str> = status["unreachable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
     assert_eq!(unreachable, [paused.as_str()], "{status}");
-    let events = c.kubectl(&["get", "events", "--field-selector", "involvedObject.kind=C19Group", "-o", "jsonpath={.items[*].reason}"]);
+    let events = c.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=C19Group",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
     assert!(events.contains("MemberUnreachable"), "{events}");
     ctx.kubelet.with(&paused, |s| s.signal("CONT"));
-    c.kubectl(&["wait", "--for=condition=Converged", "c19g/demo", "--timeout=60s"]);
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Converged",
+        "c19g/demo",
+        "--timeout=60s",
+    ]);
     assert!(ctx.group_status()["unreachable"].is_null());
 }
 
@@ -245,36 +391,81 @@ fn a_restarted_operator_converges_without_duplicates(ctx: &Ctx) {
     ctx.kill_operator();
     ctx.start_operator();
     eventually("the new config in the ConfigMap", T, || {
-        c.kubectl(&["get", "configmap", "demo-c19", "-o", "jsonpath={.data.config\\.yaml}"]).contains("push_interval: 300").then_some(())
+        c.kubectl(&[
+            "get",
+            "configmap",
+            "demo-c19",
+            "-o",
+            "jsonpath={.data.config\\.yaml}",
+        ])
+        .contains("push_interval: 300")
+        .then_some(())
     });
     let agents = eventually("two agents on the new config", T, || {
         let s = ctx.kubelet.group("demo");
         let fresh = s.iter().all(|(pod, _, _)| {
-            let cfg = std::fs::read_to_string(ctx.dir.join("pods").join(pod).join("config.yaml")).unwrap_or_default();
+            let cfg = std::fs::read_to_string(ctx.dir.join("pods").join(pod).join("config.yaml"))
+                .unwrap_or_default();
             cfg.contains("push_interval: 300")
         });
         (s.len() == 2 && fresh).then_some(s)
     });
     wait_for_full_peer_lists(ctx, &agents);
-    c.kubectl(&["wait", "--for=condition=Converged", "c19g/demo", "--timeout=90s"]);
-    for kind in ["deployment", "configmap", "secret", "service", "networkpolicy", "poddisruptionbudget"] {
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Converged",
+        "c19g/demo",
+        "--timeout=90s",
+    ]);
+    for kind in [
+        "deployment",
+        "configmap",
+        "secret",
+        "service",
+        "networkpolicy",
+        "poddisruptionbudget",
+    ] {
         let items = c.json(&["get", kind, "-l", "c19.dev/group=demo"]);
-        assert_eq!(items["items"].as_array().unwrap().len(), 1, "exactly one {kind}");
+        assert_eq!(
+            items["items"].as_array().unwrap().len(),
+            1,
+            "exactly one {kind}"
+        );
         let owners = &items["items"][0]["metadata"]["ownerReferences"];
-        assert_eq!(owners.as_array().unwrap().len(), 1, "{kind} has one owner: {owners}");
+        assert_eq!(
+            owners.as_array().unwrap().len(),
+            1,
+            "{kind} has one owner: {owners}"
+        );
     }
     let metrics = request("127.0.0.1:18080", "GET", "/metrics", None, &[]).1;
-    assert!(metrics.contains("c19_operator_groups_converged 1"), "{metrics}");
+    assert!(
+        metrics.contains("c19_operator_groups_converged 1"),
+        "{metrics}"
+    );
 }
 
 fn deleting_the_group_collects_everything(ctx: &Ctx) {
     let c = &ctx.cluster;
     c.kubectl(&["delete", "c19g", "demo", "--wait=true", "--timeout=60s"]);
-    for kind in ["deployment", "replicaset", "pod", "configmap", "secret", "service", "networkpolicy", "poddisruptionbudget"] {
-        eventually(&format!("every {kind} of the group to be collected"), T, || {
-            let items = c.json(&["get", kind, "-l", "c19.dev/group=demo"]);
-            items["items"].as_array()?.is_empty().then_some(())
-        });
+    for kind in [
+        "deployment",
+        "replicaset",
+        "pod",
+        "configmap",
+        "secret",
+        "service",
+        "networkpolicy",
+        "poddisruptionbudget",
+    ] {
+        eventually(
+            &format!("every {kind} of the group to be collected"),
+            T,
+            || {
+                let items = c.json(&["get", kind, "-l", "c19.dev/group=demo"]);
+                items["items"].as_array()?.is_empty().then_some(())
+            },
+        );
     }
     ctx.sidecars(0);
 }

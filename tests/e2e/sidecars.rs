@@ -23,7 +23,10 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 }
@@ -48,7 +51,11 @@ impl Kubelet {
                 }
             })
         };
-        Kubelet { sidecars, stop, thread: Some(thread) }
+        Kubelet {
+            sidecars,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// The running sidecars of a group, by pod name.
@@ -66,7 +73,13 @@ impl Kubelet {
     }
 
     pub fn with<T>(&self, pod: &str, f: impl FnOnce(&Sidecar) -> T) -> T {
-        f(self.sidecars.lock().unwrap().values().find(|s| s.pod == pod).expect("sidecar runs"))
+        f(self
+            .sidecars
+            .lock()
+            .unwrap()
+            .values()
+            .find(|s| s.pod == pod)
+            .expect("sidecar runs"))
     }
 }
 
@@ -77,7 +90,9 @@ impl Drop for Kubelet {
             let _ = t.join();
         }
         for (_, mut s) in self.sidecars.lock().unwrap().drain() {
-            let _ = Command::new("kill").args(["-CONT", &s.child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &s.child.id().to_string()])
+                .status();
             let _ = s.child.kill();
             let _ = s.child.wait();
         }
@@ -85,13 +100,29 @@ impl Drop for Kubelet {
 }
 
 fn kubectl(kubeconfig: &PathBuf, args: &[&str]) -> Option<String> {
-    let out = Command::new("kubectl").args(args).env("KUBECONFIG", kubeconfig).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Starts sidecars for new running pods and stops those whose pod is gone.
-fn sync(bin: &PathBuf, kubeconfig: &PathBuf, dir: &std::path::Path, sidecars: &Mutex<HashMap<String, Sidecar>>) {
-    let Some(text) = kubectl(kubeconfig, &["get", "pods", "-A", "-l", "c19.dev/group", "-o", "json"]) else { return };
+fn sync(
+    bin: &PathBuf,
+    kubeconfig: &PathBuf,
+    dir: &std::path::Path,
+    sidecars: &Mutex<HashMap<String, Sidecar>>,
+) {
+    let Some(text) = kubectl(
+        kubeconfig,
+        &["get", "pods", "-A", "-l", "c19.dev/group", "-o", "json"],
+    ) else {
+        return;
+    };
     let pods: Value = serde_json::from_str(&text).unwrap();
     let mut running: HashMap<String, &Value> = HashMap::new();
     for pod in pods["items"].as_array().into_iter().flatten() {
@@ -102,10 +133,16 @@ fn sync(bin: &PathBuf, kubeconfig: &PathBuf, dir: &std::path::Path, sidecars: &M
         }
     }
     let mut current = sidecars.lock().unwrap();
-    let gone: Vec<String> = current.keys().filter(|uid| !running.contains_key(*uid)).cloned().collect();
+    let gone: Vec<String> = current
+        .keys()
+        .filter(|uid| !running.contains_key(*uid))
+        .cloned()
+        .collect();
     for uid in gone {
         let mut s = current.remove(&uid).unwrap();
-        let _ = Command::new("kill").args(["-CONT", &s.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-CONT", &s.child.id().to_string()])
+            .status();
         let _ = s.child.kill();
         let _ = s.child.wait();
     }
@@ -121,15 +158,41 @@ fn sync(bin: &PathBuf, kubeconfig: &PathBuf, dir: &std::path::Path, sidecars: &M
 
 /// Starts the agent of one pod with its group's rendered config, rewritten to bind to the pod's
 /// IP (every agent shares this namespace's network) and to read the token and seed from files.
-fn start(bin: &PathBuf, kubeconfig: &PathBuf, dir: &std::path::Path, pod: &Value) -> Option<Sidecar> {
+fn start(
+    bin: &PathBuf,
+    kubeconfig: &PathBuf,
+    dir: &std::path::Path,
+    pod: &Value,
+) -> Option<Sidecar> {
     let ns = pod["metadata"]["namespace"].as_str()?.to_string();
     let name = pod["metadata"]["name"].as_str()?.to_string();
-    let group = pod["metadata"]["labels"]["c19.dev/group"].as_str()?.to_string();
+    let group = pod["metadata"]["labels"]["c19.dev/group"]
+        .as_str()?
+        .to_string();
     let ip = pod["status"]["podIP"].as_str()?.to_string();
-    let config = kubectl(kubeconfig, &["get", "configmap", "-n", &ns, &format!("{group}-c19"), "-o", "jsonpath={.data.config\\.yaml}"])?;
+    let config = kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "configmap",
+            "-n",
+            &ns,
+            &format!("{group}-c19"),
+            "-o",
+            "jsonpath={.data.config\\.yaml}",
+        ],
+    )?;
     let token = kubectl(
         kubeconfig,
-        &["get", "secret", "-n", &ns, &format!("{group}-c19-token"), "-o", "go-template={{.data.token | base64decode}}"],
+        &[
+            "get",
+            "secret",
+            "-n",
+            &ns,
+            &format!("{group}-c19-token"),
+            "-o",
+            "go-template={{.data.token | base64decode}}",
+        ],
     )?;
     let pod_dir = dir.join(&name);
     std::fs::create_dir_all(&pod_dir).ok()?;
@@ -140,9 +203,26 @@ fn start(bin: &PathBuf, kubeconfig: &PathBuf, dir: &std::path::Path, pod: &Value
         .replace("bind: 0.0.0.0", &format!("bind: {ip}"))
         .replace("/etc/c19/token/token", &token_file.display().to_string());
     if config.contains("/etc/c19/seed/data.json") {
-        let seed = pod["spec"]["volumes"].as_array()?.iter().find(|v| v["name"] == "c19-seed")?;
-        let (cm, key) = (seed["configMap"]["name"].as_str()?, seed["configMap"]["items"][0]["key"].as_str()?);
-        let data = kubectl(kubeconfig, &["get", "configmap", "-n", &ns, cm, "-o", &format!("go-template={{{{index .data \"{key}\"}}}}")])?;
+        let seed = pod["spec"]["volumes"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == "c19-seed")?;
+        let (cm, key) = (
+            seed["configMap"]["name"].as_str()?,
+            seed["configMap"]["items"][0]["key"].as_str()?,
+        );
+        let data = kubectl(
+            kubeconfig,
+            &[
+                "get",
+                "configmap",
+                "-n",
+                &ns,
+                cm,
+                "-o",
+                &format!("go-template={{{{index .data \"{key}\"}}}}"),
+            ],
+        )?;
         let seed_file = pod_dir.join("data.json");
         std::fs::write(&seed_file, data).ok()?;
         config = config.replace("/etc/c19/seed/data.json", &seed_file.display().to_string());
@@ -160,5 +240,11 @@ fn start(bin: &PathBuf, kubeconfig: &PathBuf, dir: &std::path::Path, pod: &Value
         .stderr(log)
         .spawn()
         .ok()?;
-    Some(Sidecar { pod: name, group, ip, token, child })
+    Some(Sidecar {
+        pod: name,
+        group,
+        ip,
+        token,
+        child,
+    })
 }
