@@ -35,7 +35,7 @@ fn groups_parse() {
         let text = std::fs::read_to_string(&f).unwrap();
         for doc in text.split("\n---") {
             let v: serde_yaml::Value = serde_yaml::from_str(doc).unwrap();
-            if v["kind"] == serde_yaml::Value::from("C19Group") {
+            if v["kind"] == "C19Group" {
                 let g: C19Group =
                     serde_yaml::from_value(v).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
                 assert!(
