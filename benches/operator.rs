@@ -41,9 +41,19 @@ fn start(n: usize, dir: &std::path::Path) -> (Agents, Vec<Member>) {
             format!("spec:\n  agent: {{bind: {ip}}}\n  connection:\n    bind: {ip}\n    token_file: {}\n    peer_provider: {{kind: Operator}}\n", token.display()),
         )
         .unwrap();
-        let child = Command::new(bin()).args(["agent", "--config"]).arg(&cfg).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let child = Command::new(bin())
+            .args(["agent", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         children.push(child);
-        members.push(Member { name: ip.clone(), address: format!("{ip}:4097") });
+        members.push(Member {
+            name: ip.clone(),
+            address: format!("{ip}:4097"),
+        });
     }
     (Agents(children), members)
 }
@@ -54,20 +64,29 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    assert!(bin().exists(), "build the agent first: cargo build --release --bin c19");
+    assert!(
+        bin().exists(),
+        "build the agent first: cargo build --release --bin c19"
+    );
     let full = std::env::var_os("C19_BENCH_FULL").is_some();
     let (sizes, rounds): (&[usize], usize) = if full { (&[100, 300], 20) } else { (&[100], 5) };
     let dir = std::env::temp_dir().join(format!("c19-bench-operator-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let client = PeerClient::new(None, Duration::from_secs(1));
     let mut rows = Vec::new();
-    println!("{:>5} {:>14} {:>14} {:>14} {:>14}", "N", "feed p50 ms", "feed max ms", "probe p50 ms", "probe max ms");
+    println!(
+        "{:>5} {:>14} {:>14} {:>14} {:>14}",
+        "N", "feed p50 ms", "feed max ms", "probe p50 ms", "probe max ms"
+    );
     for &n in sizes {
         let (_agents, members) = start(n, &dir);
         // Wait until every agent answers.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let obs = observe(&probe_all(&client, Some("bench"), &members, &Traffic::default()).await, None);
+            let obs = observe(
+                &probe_all(&client, Some("bench"), &members, &Traffic::default()).await,
+                None,
+            );
             if obs.reachable == n || Instant::now() > deadline {
                 assert_eq!(obs.reachable, n, "agents did not start");
                 break;
@@ -77,11 +96,21 @@ async fn main() {
         let (mut feeds, mut probes) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             let t = Instant::now();
-            let failed = feed_all(&client, Some("bench"), &members, &members, &Traffic::default()).await;
+            let failed = feed_all(
+                &client,
+                Some("bench"),
+                &members,
+                &members,
+                &Traffic::default(),
+            )
+            .await;
             feeds.push(t.elapsed().as_secs_f64() * 1e3);
             assert!(failed.is_empty());
             let t = Instant::now();
-            let obs = observe(&probe_all(&client, Some("bench"), &members, &Traffic::default()).await, None);
+            let obs = observe(
+                &probe_all(&client, Some("bench"), &members, &Traffic::default()).await,
+                None,
+            );
             probes.push(t.elapsed().as_secs_f64() * 1e3);
             assert_eq!(obs.reachable, n);
         }
@@ -92,7 +121,14 @@ async fn main() {
             "feed_ms_p50": percentile(&feeds, 0.5), "feed_ms_max": feeds[feeds.len() - 1],
             "probe_ms_p50": percentile(&probes, 0.5), "probe_ms_max": probes[probes.len() - 1],
         });
-        println!("{:>5} {:>14.1} {:>14.1} {:>14.1} {:>14.1}", n, percentile(&feeds, 0.5), feeds[feeds.len() - 1], percentile(&probes, 0.5), probes[probes.len() - 1]);
+        println!(
+            "{:>5} {:>14.1} {:>14.1} {:>14.1} {:>14.1}",
+            n,
+            percentile(&feeds, 0.5),
+            feeds[feeds.len() - 1],
+            percentile(&probes, 0.5),
+            probes[probes.len() - 1]
+        );
         rows.push(row);
     }
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-operator.json");

@@ -95,11 +95,30 @@ fn main() -> ExitCode {
          kubeconfig: {kc}\nlogs: {DIR}/*.log, {DIR}/pods/*/agent.log\nCtrl-C tears everything down.\n"
     );
     println!("{}", cluster.kubectl(&["get", "c19g"]));
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
-        if let Ok(Some(status)) = operator.try_wait() {
-            eprintln!("the operator exited ({status}); see {DIR}/operator.log");
-            return ExitCode::FAILURE;
+    // This process is PID 1 of the demo's PID namespace: when it returns, the kernel ends every
+    // process of the demo. PID 1 ignores signals it has no handler for, hence the handlers.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let code = runtime.block_on(async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+                _ = term.recv() => return ExitCode::SUCCESS,
+                _ = tick.tick() => {
+                    if let Ok(Some(status)) = operator.try_wait() {
+                        eprintln!("the operator exited ({status}); see {DIR}/operator.log");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
         }
-    }
+    });
+    println!("tearing down");
+    let _ = operator.kill();
+    code
 }

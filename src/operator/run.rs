@@ -273,8 +273,8 @@ pub async fn run(
         tokio::spawn(async move {
             // Ready once both caches hold a full list: the first sync.
             let synced = async {
-                let _ = groups_store.wait_until_ready().await;
-                let _ = slices_store.wait_until_ready().await;
+                wait_ready(&groups_store).await;
+                wait_ready(&slices_store).await;
             };
             tokio::select! { _ = stop.cancelled() => return, _ = synced => {} }
             ready.store(true, Ordering::Relaxed);
@@ -299,6 +299,20 @@ pub async fn run(
         return Err(OperatorError::LostLease);
     }
     Ok(())
+}
+
+/// Waits until a store holds a full list. kube-runtime's readiness future keeps one waker only,
+/// so a second task waiting on the controller's store (the controller waits too) may never be
+/// woken: poll it again every 100 ms instead of trusting a single wake-up.
+async fn wait_ready<K>(store: &reflector::Store<K>)
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    while tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready())
+        .await
+        .is_err()
+    {}
 }
 
 fn tokio_stream_from<T: Send + 'static>(

@@ -257,7 +257,7 @@ impl Cluster {
     pub fn apply_yaml_output(&self, yaml: &str) -> Output {
         use std::io::Write;
         let mut child = Command::new("kubectl")
-            .args(["apply", "--server-side", "-f", "-"])
+            .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
             .env("KUBECONFIG", &self.kubeconfig)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

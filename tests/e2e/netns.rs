@@ -15,7 +15,10 @@ pub fn inside() -> bool {
 
 /// The directory of the control-plane binaries (`scripts/k8s-binaries`).
 pub fn bin_dir() -> Result<PathBuf, String> {
-    if let Ok(d) = std::env::var("C19_K8S_BIN_DIR") {
+    if let Some(d) = std::env::var("C19_K8S_BIN_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+    {
         return Ok(PathBuf::from(d));
     }
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/k8s-binaries"))

@@ -88,7 +88,7 @@ impl Ctx {
                 "c19:e2e",
             ])
             .env("KUBECONFIG", &self.cluster.kubeconfig)
-            .env("RUST_LOG", "c19=debug,kube=info")
+            .env("RUST_LOG", "c19=debug,kube=info,kube_client=error")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -217,7 +217,13 @@ fn crd_applies_and_invalid_groups_are_rejected(ctx: &Ctx) {
         "crd/c19groups.c19.dev",
         "--timeout=60s",
     ]);
-    let explain = c.kubectl(&["explain", "c19g.spec.agent.connection.r0"]);
+    // kubectl's discovery cache may lag the new CRD for a moment.
+    let explain = eventually("kubectl explain to know the CRD", T, || {
+        let out = c.kubectl_output(&["explain", "c19g.spec.agent.connection.r0"]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
     assert!(
         explain.contains("Peers contacted per push round"),
         "{explain}"
@@ -235,11 +241,11 @@ fn crd_applies_and_invalid_groups_are_rejected(ctx: &Ctx) {
     );
     assert!(err.contains("spec.agent.connection.pushInterval"), "{err}");
     assert!(c.kubectl_output(&["get", "c19g", "demo"]).status.code() != Some(0));
-    ctx.start_operator();
 }
 
 fn a_three_replica_group_converges(ctx: &Ctx) {
     let c = &ctx.cluster;
+    ctx.start_operator();
     c.apply_yaml(&group_yaml(3, 200));
     for (kind, name) in [
         ("deployment", "demo"),
@@ -336,11 +342,12 @@ fn scaling_feeds_new_members_and_drops_removed_ones(ctx: &Ctx) {
     eventually("status.members == 2", T, || {
         (ctx.group_status()["members"] == 2).then_some(())
     });
-    let scale = c.json(&[
+    let scale: Value = serde_json::from_str(&c.kubectl(&[
         "get",
         "--raw",
         "/apis/c19.dev/v1alpha1/namespaces/default/c19groups/demo/scale",
-    ]);
+    ]))
+    .unwrap();
     assert_eq!(scale["status"]["replicas"], 2, "{scale}");
     assert_eq!(scale["status"]["selector"], "c19.dev/group=demo");
 }
