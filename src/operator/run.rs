@@ -81,7 +81,7 @@ pub enum OperatorError {
         "the C19Group CRD is not installed; install it with `c19 crd | kubectl apply --server-side -f -` or the Helm chart"
     )]
     CrdMissing,
-    #[error("cannot reach the Kubernetes API: {0}")]
+    #[error("cannot list C19Groups: {}", api_message(.0))]
     Api(#[source] kube::Error),
     #[error("--operator-labels: {0:?} is not k=v[,k=v]")]
     Labels(String),
@@ -94,6 +94,14 @@ pub enum OperatorError {
     Lease(#[from] kube_leader_election::Error),
     #[error("lost the leader Lease; exiting so that only one replica reconciles")]
     LostLease,
+}
+
+/// The API server's own message, without the debug dump of its Status.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        e => e.to_string(),
+    }
 }
 
 impl OperatorError {

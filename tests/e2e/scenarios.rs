@@ -13,6 +13,8 @@ use crate::common::request;
 use crate::sidecars::Kubelet;
 
 const T: Duration = Duration::from_secs(90);
+/// The ServiceAccount of the chart installed as release `c19`.
+const OPERATOR_SA: &str = "c19-c19-operator";
 
 pub type Scenario = fn(&Ctx);
 
@@ -20,6 +22,10 @@ pub const ALL: &[(&str, Scenario)] = &[
     (
         "crd_applies_and_invalid_groups_are_rejected",
         crd_applies_and_invalid_groups_are_rejected,
+    ),
+    (
+        "the_chart_installs_with_least_privilege",
+        the_chart_installs_with_least_privilege,
     ),
     (
         "a_three_replica_group_converges",
@@ -65,6 +71,18 @@ impl Ctx {
         }
     }
 
+    /// The admin kubeconfig, impersonating the ServiceAccount the Helm chart creates.
+    fn operator_kubeconfig(&self) -> PathBuf {
+        let admin = std::fs::read_to_string(&self.cluster.kubeconfig).unwrap();
+        let impersonating = admin.replace(
+            "    token: ",
+            &format!("    as: system:serviceaccount:c19-system:{OPERATOR_SA}\n    token: "),
+        );
+        let path = self.dir.join("kubeconfig-operator");
+        std::fs::write(&path, impersonating).unwrap();
+        path
+    }
+
     fn start_operator(&self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -87,7 +105,8 @@ impl Ctx {
                 "--agent-image",
                 "c19:e2e",
             ])
-            .env("KUBECONFIG", &self.cluster.kubeconfig)
+            // Exactly the chart's permissions: the operator impersonates its ServiceAccount.
+            .env("KUBECONFIG", self.operator_kubeconfig())
             .env("RUST_LOG", "c19=debug,kube=info,kube_client=error")
             .stdout(Stdio::null())
             .stderr(log)
@@ -241,6 +260,64 @@ fn crd_applies_and_invalid_groups_are_rejected(ctx: &Ctx) {
     );
     assert!(err.contains("spec.agent.connection.pushInterval"), "{err}");
     assert!(c.kubectl_output(&["get", "c19g", "demo"]).status.code() != Some(0));
+}
+
+fn the_chart_installs_with_least_privilege(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/c19-operator");
+    let out = Command::new(c.bins.join("helm"))
+        .args([
+            "install",
+            "c19",
+            chart,
+            "--namespace",
+            "c19-system",
+            "--create-namespace",
+        ])
+        .args(["--set", "image.tag=e2e"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let notes = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        notes.contains("kubectl get c19g"),
+        "NOTES tell the user what to do next: {notes}"
+    );
+    let sa = format!("system:serviceaccount:c19-system:{OPERATOR_SA}");
+    let can = |verb: &str, resource: &str| {
+        let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+        let sub = format!("--subresource={sub}");
+        let mut args = vec!["auth", "can-i", verb, resource, "--as", &sa, "-A"];
+        if sub.len() > "--subresource=".len() {
+            args.push(&sub);
+        }
+        c.kubectl_output(&args).status.success()
+    };
+    for (verb, resource) in [
+        ("patch", "deployments"),
+        ("watch", "endpointslices"),
+        ("create", "secrets"),
+        ("patch", "c19groups/status"),
+    ] {
+        assert!(can(verb, resource), "the chart grants {verb} {resource}");
+    }
+    for (verb, resource) in [
+        ("delete", "deployments"),
+        ("list", "secrets"),
+        ("get", "pods"),
+        ("update", "c19groups"),
+        ("create", "clusterroles"),
+    ] {
+        assert!(
+            !can(verb, resource),
+            "the chart does not grant {verb} {resource}"
+        );
+    }
 }
 
 fn a_three_replica_group_converges(ctx: &Ctx) {
