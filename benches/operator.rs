@@ -23,9 +23,7 @@ impl Drop for Agents {
 }
 
 fn bin() -> std::path::PathBuf {
-    // target/release/deps/operator-xxxx -> target/release/c19
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join("c19")
+    std::path::PathBuf::from(env!("CARGO_BIN_EXE_c19"))
 }
 
 fn start(n: usize, dir: &std::path::Path) -> (Agents, Vec<Member>) {
@@ -131,7 +129,8 @@ async fn main() {
         );
         rows.push(row);
     }
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-operator.json");
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/operator.json");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     std::fs::write(&out, serde_json::to_vec_pretty(&rows).unwrap()).unwrap();
     println!("written {}", out.display());
     let _ = std::fs::remove_dir_all(&dir);

@@ -433,3 +433,35 @@ fn a_taken_port_and_a_bad_config_are_errors() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn the_dns_provider_resolves_a_name_into_peers() {
+    let dir = TempDir::new("dns");
+    // `localhost` resolves to this machine's loopback addresses; the agent drops itself.
+    let cfg = "version: 0.1\nspec:\n  agent: {bind: 127.21.0.1}\n  connection:\n    bind: 127.21.0.1\n    target_port: 4097\n    peer_provider: {kind: Dns, name: localhost, interval: 200}\n";
+    let a = Agent::start(&dir, "127.21.0.1", cfg);
+    let peers = wait_for(SETTLE, || {
+        let (_, body) = get(&a.peer(), "/c19/peers");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["peers"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    });
+    assert!(peers.is_ok(), "no peers resolved");
+    let (_, body) = get(&a.peer(), "/c19/peers");
+    let peers: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        peers["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "127.0.0.1:4097"),
+        "{peers}"
+    );
+    assert!(
+        !peers["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "127.21.0.1:4097")
+    );
+}

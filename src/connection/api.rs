@@ -48,7 +48,7 @@ fn handle_authorized(node: &Node, req: Request) -> Response {
     traffic.received.add(req.body.len() as u64);
     let response = match (&req.method, req.path.as_str()) {
         (&Method::GET, "/") => http::json(StatusCode::OK, node.read().dump(now_ms(), true)),
-        (&Method::PUT, "/") => merge(node, &req.body, Spread::Push),
+        (&Method::PUT, "/") => merge(node, &req.body, Spread::Forward),
         (&Method::GET, "/c19/digest") => http::json_value(StatusCode::OK, &digest_report(node)),
         (&Method::POST, "/c19/sync") => offer(node, &req.body),
         (&Method::POST, "/c19/sync/diff") => diff(node, &req.body),

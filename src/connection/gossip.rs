@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::sync::{Outcome, sync_with};
 use crate::node::Node;
+use crate::state::now_ms;
 
 /// Keys per push body: bounds the memory of one request and the work of one merge.
 const PUSH_CHUNK: usize = 8192;
@@ -38,7 +39,12 @@ pub async fn run(node: Arc<Node>, config: GossipConfig, stop: CancellationToken)
             _ = stop.cancelled() => break,
             _ = push.tick() => {
                 push_round(&node, config.r0, &mut rng);
-                sync_round(&node, 1, &mut rng);
+                // While the state changes, pushes are moving it and a sync would compare states
+                // in flux, moving the same records twice; sync once it has been quiet a round.
+                let quiet_since = node.read().last_change();
+                if now_ms().saturating_sub(quiet_since) >= config.push_interval.as_millis() as u64 {
+                    sync_round(&node, 1, &mut rng);
+                }
             }
             _ = pull.tick() => sync_round(&node, config.r0, &mut rng),
         }
@@ -46,25 +52,35 @@ pub async fn run(node: Arc<Node>, config: GossipConfig, stop: CancellationToken)
     flush(&node, config.r0, &mut rng).await;
 }
 
-/// Takes the changed keys and spawns one push per chosen peer with their newest versions.
+/// Takes the changed keys and spawns one push per chosen peer with their newest versions: local
+/// writes to `r0` peers, news received by push to one.
 fn push_round(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
     if !node.read().has_changes() {
         return;
     }
-    let bodies = take_changes(node);
-    for peer in node.peers.pick(r0, rng) {
-        let node = node.clone();
-        let bodies = bodies.clone();
-        tokio::spawn(async move { push_to(&node, &peer, &bodies).await });
+    let (local, forwarded) = take_changes(node);
+    for (bodies, fanout) in [(local, r0), (forwarded, 1)] {
+        if bodies.is_empty() {
+            continue;
+        }
+        for peer in node.peers.pick(fanout, rng) {
+            let node = node.clone();
+            let bodies = bodies.clone();
+            tokio::spawn(async move { push_to(&node, &peer, &bodies).await });
+        }
     }
 }
 
-fn take_changes(node: &Node) -> Vec<Bytes> {
+/// The bodies of the local and the forwarded changes.
+fn take_changes(node: &Node) -> (Vec<Bytes>, Vec<Bytes>) {
     let mut store = node.write();
-    let keys = store.take_changed();
-    keys.chunks(PUSH_CHUNK)
-        .map(|chunk| Bytes::from(store.render(chunk.iter().map(|k| &**k))))
-        .collect()
+    let changes = store.take_changed();
+    let bodies = |keys: &[Box<str>]| -> Vec<Bytes> {
+        keys.chunks(PUSH_CHUNK)
+            .map(|chunk| Bytes::from(store.render(chunk.iter().map(|k| &**k))))
+            .collect()
+    };
+    (bodies(&changes.local), bodies(&changes.forwarded))
 }
 
 async fn push_to(node: &Node, peer: &str, bodies: &[Bytes]) {
@@ -118,7 +134,8 @@ async fn flush(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
     if !node.read().has_changes() {
         return;
     }
-    let bodies = take_changes(node);
+    let (mut bodies, forwarded) = take_changes(node);
+    bodies.extend(forwarded);
     let pushes = node.peers.pick(r0, rng).into_iter().map(|peer| {
         let bodies = bodies.clone();
         async move { push_to(node, &peer, &bodies).await }
@@ -134,7 +151,7 @@ pub async fn purge_loop(node: Arc<Node>, interval: Duration, stop: CancellationT
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {
-                let purged = node.write().purge(crate::state::now_ms());
+                let purged = node.write().purge(now_ms());
                 node.metrics.records_purged.add(purged as u64);
             }
         }

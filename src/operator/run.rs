@@ -186,6 +186,7 @@ pub async fn run(
     });
 
     let lease_lost = CancellationToken::new();
+    let mut lease_task = None;
     if args.leader_elect {
         let lock = LeaseLock::new(
             client.clone(),
@@ -193,36 +194,31 @@ pub async fn run(
             LeaseLockParams {
                 lease_name: args.lease_name.clone(),
                 holder_id: args.pod_name.clone(),
-                lease_ttl: Duration::from_secs(15),
+                lease_ttl: LEASE_TTL,
             },
         );
         tracing::info!(lease = %args.lease_name, "waiting to become the leader");
+        // A standby replica is healthy and ready to take over; reporting it unready would stall
+        // every rollout of a Deployment with more than one replica.
+        ready.store(true, Ordering::Relaxed);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => { let _ = server.await; return Ok(()); }
-                r = lock.try_acquire_or_renew() => if matches!(r?, LeaseLockResult::Acquired(_)) { break },
+                r = lock.try_acquire_or_renew() => match r {
+                    Ok(LeaseLockResult::Acquired(_)) => break,
+                    Ok(LeaseLockResult::NotAcquired(_)) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot read the Lease; retrying"),
+                },
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        tracing::info!("leading");
-        let (stop, lost) = (stop.clone(), lease_lost.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => { let _ = lock.step_down().await; return; }
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-                match lock.try_acquire_or_renew().await {
-                    Ok(LeaseLockResult::Acquired(_)) => {}
-                    other => {
-                        tracing::error!(error = ?other.err(), "lost the lease");
-                        lost.cancel();
-                        stop.cancel();
-                        return;
-                    }
-                }
-            }
-        });
+        tracing::info!(holder = %args.pod_name, "leading");
+        ready.store(false, Ordering::Relaxed);
+        lease_task = Some(tokio::spawn(keep_lease(
+            lock,
+            stop.clone(),
+            lease_lost.clone(),
+        )));
     }
 
     let (slices_store, slices_writer) = reflector::store::<EndpointSlice>();
@@ -303,10 +299,46 @@ pub async fn run(
         .await;
     stop.cancel();
     let _ = tokio::join!(observer, slices_task, server);
+    if let Some(task) = lease_task {
+        let _ = task.await;
+    }
     if lease_lost.is_cancelled() {
         return Err(OperatorError::LostLease);
     }
     Ok(())
+}
+
+/// How long a Lease stays valid without renewal; it is renewed every third of that.
+const LEASE_TTL: Duration = Duration::from_secs(15);
+
+/// Renews the Lease until `stop`, then steps down so a standby replica takes over at once. A
+/// renewal that fails for longer than two thirds of the TTL, or a Lease that another replica
+/// took, means this replica may no longer reconcile: it cancels everything.
+async fn keep_lease(lock: LeaseLock, stop: CancellationToken, lost: CancellationToken) {
+    let mut renewed = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                if let Err(e) = lock.step_down().await {
+                    tracing::warn!(error = %e, "cannot release the Lease; it expires by itself");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(LEASE_TTL / 3) => {}
+        }
+        match lock.try_acquire_or_renew().await {
+            Ok(LeaseLockResult::Acquired(_)) => renewed = std::time::Instant::now(),
+            Err(e) if renewed.elapsed() < LEASE_TTL * 2 / 3 => {
+                tracing::warn!(error = %e, "cannot renew the Lease; retrying")
+            }
+            other => {
+                tracing::error!(error = ?other.err(), "lost the Lease");
+                lost.cancel();
+                stop.cancel();
+                return;
+            }
+        }
+    }
 }
 
 /// Waits until a store holds a full list. kube-runtime's readiness future keeps one waker only,

@@ -11,7 +11,7 @@ mod laws;
 
 pub use body::{BodyError, Incoming, Limits, Origin};
 pub use record::Record;
-pub use store::{Counts, Spread, Store, StoreConfig};
+pub use store::{Changes, Counts, Spread, Store, StoreConfig};
 
 /// Milliseconds since the epoch: the clock every `ts` is read against.
 pub fn now_ms() -> u64 {

@@ -27,10 +27,21 @@ struct Slot {
 /// Whether a change should be pushed on to other peers by this agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spread {
-    /// Pushed at the next round (local writes, and news received by push).
+    /// A local write: pushed at the next round to `r0` peers.
     Push,
+    /// News received by push: passed on at the next round to one peer. Every agent that learns a
+    /// write passes it on once, so it keeps spreading, while each agent receives it about once
+    /// or twice rather than `r0` times; anti-entropy catches the few a push missed.
+    Forward,
     /// Not pushed (records pulled during anti-entropy: the peers that sent them already have them).
     Quiet,
+}
+
+/// Keys changed since the last push, newest versions to be read at push time.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub local: Vec<Box<str>>,
+    pub forwarded: Vec<Box<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,6 +64,9 @@ pub struct Store {
     expiries: BTreeSet<(u64, Box<str>)>,
     tombstones: usize,
     changed: HashSet<Box<str>>,
+    forwarded: HashSet<Box<str>>,
+    /// When the state last changed (ms): anti-entropy waits for a quiet state.
+    last_change: u64,
 }
 
 impl Store {
@@ -67,6 +81,8 @@ impl Store {
             expiries: BTreeSet::new(),
             tombstones: 0,
             changed: HashSet::new(),
+            forwarded: HashSet::new(),
+            last_change: 0,
         }
     }
 
@@ -146,8 +162,16 @@ impl Store {
         if let Some(old) = self.entries.insert(key.clone(), slot) {
             self.account(&key, &old, false);
         }
-        if spread == Spread::Push {
-            self.changed.insert(key);
+        self.last_change = now;
+        match spread {
+            Spread::Push => {
+                self.forwarded.remove(&key);
+                self.changed.insert(key);
+            }
+            Spread::Forward if !self.changed.contains(&key) => {
+                self.forwarded.insert(key);
+            }
+            _ => {}
         }
         true
     }
@@ -192,6 +216,7 @@ impl Store {
                 self.account(key, &slot, false);
             }
             self.changed.remove(key);
+            self.forwarded.remove(key);
         }
         if self.entries.capacity() > 2 * self.entries.len() + 1024 {
             self.entries.shrink_to_fit();
@@ -288,12 +313,20 @@ impl Store {
     }
 
     /// Takes the keys changed since the last call, for the next push.
-    pub fn take_changed(&mut self) -> Vec<Box<str>> {
-        self.changed.drain().collect()
+    pub fn take_changed(&mut self) -> Changes {
+        Changes {
+            local: self.changed.drain().collect(),
+            forwarded: self.forwarded.drain().collect(),
+        }
     }
 
     pub fn has_changes(&self) -> bool {
-        !self.changed.is_empty()
+        !self.changed.is_empty() || !self.forwarded.is_empty()
+    }
+
+    /// When the state last changed (ms since the epoch).
+    pub fn last_change(&self) -> u64 {
+        self.last_change
     }
 
     /// Renders the current records of `keys` as a body map; keys no longer stored are skipped,
@@ -378,8 +411,26 @@ mod tests {
         let mut s = Store::new(CFG);
         assert!(s.write_local("cat", inc("\"garfield\"", None, None), 100));
         assert_eq!(s.get("cat", 100).unwrap().ts, 100);
-        assert_eq!(s.take_changed(), vec![Box::<str>::from("cat")]);
+        assert_eq!(s.take_changed().local, vec![Box::<str>::from("cat")]);
         assert!(!s.has_changes());
+        assert_eq!(s.last_change(), 100);
+    }
+
+    #[test]
+    fn news_from_a_push_is_forwarded_and_pulled_records_are_not() {
+        let mut s = Store::new(CFG);
+        s.merge_incoming("pushed", inc("1", Some(1), None), 5, Spread::Forward);
+        s.merge_incoming("pulled", inc("1", Some(1), None), 6, Spread::Quiet);
+        s.write_local("mine", inc("1", None, None), 7);
+        s.merge_incoming("mine", inc("2", Some(8), None), 8, Spread::Forward);
+        let c = s.take_changed();
+        assert_eq!(
+            c.local,
+            vec![Box::<str>::from("mine")],
+            "a local change stays a local push"
+        );
+        assert_eq!(c.forwarded, vec![Box::<str>::from("pushed")]);
+        assert_eq!(s.last_change(), 8);
     }
 
     #[test]

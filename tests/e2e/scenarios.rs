@@ -15,6 +15,8 @@ use crate::sidecars::Kubelet;
 const T: Duration = Duration::from_secs(90);
 /// The ServiceAccount of the chart installed as release `c19`.
 const OPERATOR_SA: &str = "c19-c19-operator";
+/// The Lease the chart's Role lets the operator use (named after the release).
+const OPERATOR_LEASE: &str = "c19-c19-operator";
 
 pub type Scenario = fn(&Ctx);
 
@@ -42,6 +44,10 @@ pub const ALL: &[(&str, Scenario)] = &[
     (
         "a_restarted_operator_converges_without_duplicates",
         a_restarted_operator_converges_without_duplicates,
+    ),
+    (
+        "leader_election_keeps_one_active_replica",
+        leader_election_keeps_one_active_replica,
     ),
     (
         "deleting_the_group_collects_everything",
@@ -83,7 +89,8 @@ impl Ctx {
         path
     }
 
-    fn start_operator(&self) {
+    /// Starts an operator process (with the chart's permissions) serving metrics on `port`.
+    fn spawn_operator(&self, port: u16, extra: &[&str]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -96,15 +103,15 @@ impl Ctx {
                 "1000",
                 "--agent-timeout",
                 "500",
-                "--metrics-addr",
-                "127.0.0.1:18080",
             ])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args([
                 "--operator-namespace",
                 "c19-system",
                 "--agent-image",
                 "c19:e2e",
             ])
+            .args(extra)
             // Exactly the chart's permissions: the operator impersonates its ServiceAccount.
             .env("KUBECONFIG", self.operator_kubeconfig())
             .env("RUST_LOG", "c19=debug,kube=info,kube_client=error")
@@ -112,7 +119,11 @@ impl Ctx {
             .stderr(log)
             .spawn()
             .unwrap();
-        *self.operator.lock().unwrap() = Some(child);
+        child
+    }
+
+    fn start_operator(&self) {
+        *self.operator.lock().unwrap() = Some(self.spawn_operator(18080, &[]));
         eventually("the operator to be ready", T, || {
             (request("127.0.0.1:18080", "GET", "/readyz", None, &[]).0 == 200).then_some(())
         });
@@ -274,7 +285,12 @@ fn the_chart_installs_with_least_privilege(ctx: &Ctx) {
             "c19-system",
             "--create-namespace",
         ])
-        .args(["--set", "image.tag=e2e"])
+        .args([
+            "--set",
+            "image.tag=e2e",
+            "--set",
+            "leaderElection.enabled=true",
+        ])
         .env("KUBECONFIG", &c.kubeconfig)
         .output()
         .unwrap();
@@ -527,6 +543,73 @@ fn a_restarted_operator_converges_without_duplicates(ctx: &Ctx) {
         metrics.contains("c19_operator_groups_converged 1"),
         "{metrics}"
     );
+}
+
+fn lease_holder(c: &Cluster) -> String {
+    let out = c.kubectl_output(&[
+        "get",
+        "lease",
+        "-n",
+        "c19-system",
+        OPERATOR_LEASE,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn leader_election_keeps_one_active_replica(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    ctx.kill_operator();
+    let lease = ["--leader-elect", "--lease-name", OPERATOR_LEASE];
+    let mut a = ctx.spawn_operator(18081, &[&lease[..], &["--pod-name", "operator-a"]].concat());
+    eventually("operator-a to lead", T, || {
+        (lease_holder(c) == "operator-a").then_some(())
+    });
+    let mut b = ctx.spawn_operator(18082, &[&lease[..], &["--pod-name", "operator-b"]].concat());
+    eventually("both replicas to be ready", T, || {
+        (request("127.0.0.1:18081", "GET", "/readyz", None, &[]).0 == 200
+            && request("127.0.0.1:18082", "GET", "/readyz", None, &[]).0 == 200)
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        lease_holder(c),
+        "operator-a",
+        "the standby does not take the Lease"
+    );
+    let standby = request("127.0.0.1:18082", "GET", "/metrics", None, &[]).1;
+    assert!(
+        standby.contains("c19_operator_reconciles_total 0"),
+        "the standby does not reconcile: {standby}"
+    );
+
+    // The leader steps down on SIGTERM; the standby takes over and reconciles.
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &a.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(a.wait().unwrap().success(), "a graceful shutdown exits 0");
+    eventually("operator-b to lead", Duration::from_secs(30), || {
+        (lease_holder(c) == "operator-b").then_some(())
+    });
+    c.kubectl(&["scale", "c19g/demo", "--replicas=3"]);
+    ctx.sidecars(3);
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Converged",
+        "c19g/demo",
+        "--timeout=90s",
+    ]);
+    eventually("the new leader to report 3 members", T, || {
+        (ctx.group_status()["members"] == 3).then_some(())
+    });
+    let _ = b.kill();
+    let _ = b.wait();
+    ctx.start_operator();
 }
 
 fn deleting_the_group_collects_everything(ctx: &Ctx) {

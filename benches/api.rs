@@ -1,0 +1,221 @@
+//! The app API of one agent: GET (hit and miss), PUT of one key, PUT of a 100-key batch, DELETE.
+//! For each, the most requests per second 32 connections get (closed loop), then p50/p99/p999
+//! latency at a fixed rate of 70% of that, measured from each request's *scheduled* send time, so a
+//! stall counts against every request it delays (no coordinated omission). Then GET again while
+//! the agent's peers gossip writes to it in the background.
+//!
+//!   cargo bench --bench api                 # 3 s per measurement
+//!   C19_BENCH_FULL=1 cargo bench --bench api # 10 s per measurement
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use support::{Group, full, percentile, write_report};
+
+const CONNECTIONS: usize = 32;
+
+#[derive(Clone, Copy)]
+enum Op {
+    GetHit,
+    GetMiss,
+    PutOne,
+    PutBatch,
+    Delete,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::GetHit => "GET hit",
+            Op::GetMiss => "GET miss",
+            Op::PutOne => "PUT 1 key",
+            Op::PutBatch => "PUT 100 keys",
+            Op::Delete => "DELETE",
+        }
+    }
+
+    fn request(self, host: &str, i: u64) -> Request<Full<Bytes>> {
+        let (method, path, body) = match self {
+            Op::GetHit => (Method::GET, format!("/key-{}", i % 10_000), String::new()),
+            Op::GetMiss => (Method::GET, format!("/missing-{i}"), String::new()),
+            Op::PutOne => (
+                Method::PUT,
+                format!("/w-{}", i % 10_000),
+                r#"{"value":"some value"}"#.to_string(),
+            ),
+            Op::PutBatch => {
+                let entries: Vec<String> = (0..100)
+                    .map(|k| format!(r#""b-{}-{k}":{{"value":{i}}}"#, i % 100))
+                    .collect();
+                (
+                    Method::PUT,
+                    "/".to_string(),
+                    format!("{{{}}}", entries.join(",")),
+                )
+            }
+            Op::Delete => (Method::DELETE, format!("/d-{i}"), String::new()),
+        };
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    }
+}
+
+struct Run {
+    rps: f64,
+    latencies_ms: Vec<f64>,
+    errors: u64,
+}
+
+/// `rate` None: closed loop (each connection sends as soon as the previous answer arrived).
+async fn run(addr: &str, op: Op, rate: Option<f64>, duration: Duration) -> Run {
+    let start = Instant::now() + Duration::from_millis(50);
+    let tasks: Vec<_> = (0..CONNECTIONS)
+        .map(|c| {
+            let addr = addr.to_string();
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+                tokio::spawn(conn);
+                let interval = rate.map(|r| Duration::from_secs_f64(CONNECTIONS as f64 / r));
+                let (mut lat, mut errors, mut i) = (Vec::new(), 0u64, 0u64);
+                loop {
+                    let scheduled = match interval {
+                        Some(iv) => {
+                            start + iv.mul_f64(i as f64) + iv.mul_f64(c as f64 / CONNECTIONS as f64)
+                        }
+                        None => Instant::now(),
+                    };
+                    if scheduled.duration_since(start) >= duration {
+                        break;
+                    }
+                    tokio::time::sleep_until(scheduled.into()).await;
+                    let req = op.request(&addr, i * CONNECTIONS as u64 + c as u64);
+                    match sender.send_request(req).await {
+                        Ok(resp) => {
+                            let ok = resp.status().as_u16() < 500;
+                            let _ = resp.into_body().collect().await;
+                            if !ok {
+                                errors += 1;
+                            }
+                        }
+                        Err(_) => errors += 1,
+                    }
+                    lat.push(scheduled.elapsed().as_secs_f64() * 1e3);
+                    i += 1;
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut latencies_ms = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        latencies_ms.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies_ms.sort_by(f64::total_cmp);
+    Run {
+        rps: latencies_ms.len() as f64 / elapsed,
+        latencies_ms,
+        errors,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let secs = if full() { 10 } else { 3 };
+    let d = Duration::from_secs(secs);
+    let g = Group::start(
+        "api",
+        100,
+        3,
+        "    push_interval: 100\n    pull_interval: 60000\n",
+    );
+    let app = g.app(0);
+    // 10k keys to hit.
+    let entries: Vec<String> = (0..10_000)
+        .map(|i| format!(r#""key-{i}":{{"value":"value {i}"}}"#))
+        .collect();
+    support::common::put(&app, "/", &format!("{{{}}}", entries.join(",")));
+    println!(
+        "{CONNECTIONS} connections, {secs} s per run; latency at 70% of the closed-loop maximum, from scheduled send times"
+    );
+    println!(
+        "{:>14} {:>10} {:>12} {:>9} {:>9} {:>9} {:>7}",
+        "operation", "max req/s", "rate req/s", "p50 ms", "p99 ms", "p999 ms", "errors"
+    );
+    let mut rows = Vec::new();
+    let mut measure = |name: String, max: Run, fixed: Run| {
+        let l = &fixed.latencies_ms;
+        println!(
+            "{:>14} {:>10.0} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>7}",
+            name,
+            max.rps,
+            fixed.rps,
+            percentile(l, 0.5),
+            percentile(l, 0.99),
+            percentile(l, 0.999),
+            max.errors + fixed.errors
+        );
+        rows.push(serde_json::json!({
+            "operation": name, "max_rps": max.rps, "fixed_rps": fixed.rps,
+            "p50_ms": percentile(l, 0.5), "p99_ms": percentile(l, 0.99), "p999_ms": percentile(l, 0.999),
+            "errors": max.errors + fixed.errors,
+        }));
+    };
+    for op in [
+        Op::GetHit,
+        Op::GetMiss,
+        Op::PutOne,
+        Op::PutBatch,
+        Op::Delete,
+    ] {
+        let max = run(&app, op, None, d).await;
+        let fixed = run(&app, op, Some(max.rps * 0.7), d).await;
+        measure(op.name().to_string(), max, fixed);
+    }
+    // GET while the two peers take 1000 writes per second each and gossip them to this agent.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = [g.app(1), g.app(2)]
+        .into_iter()
+        .map(|peer| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    support::common::put(
+                        &peer,
+                        &format!("/bg-{}", i % 5000),
+                        r#"{"value":"background"}"#,
+                    );
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        })
+        .collect();
+    let max = run(&app, Op::GetHit, None, d).await;
+    let fixed = run(&app, Op::GetHit, Some(max.rps * 0.7), d).await;
+    measure("GET + gossip".to_string(), max, fixed);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        let _ = w.join();
+    }
+    write_report(
+        "api",
+        &serde_json::json!({"connections": CONNECTIONS, "seconds": secs, "rows": rows}),
+    );
+}

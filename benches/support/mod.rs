@@ -1,0 +1,138 @@
+//! What the benchmarks share: real agent processes on loopback, a few HTTP helpers, percentiles,
+//! and the JSON report. Quick by default; `C19_BENCH_FULL=1` for the full run.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "../../tests/common/mod.rs"]
+pub mod common;
+
+pub fn full() -> bool {
+    std::env::var_os("C19_BENCH_FULL").is_some()
+}
+
+/// Agents on `127.<net>.x.y`, all listing each other, killed on drop.
+pub struct Group {
+    pub ips: Vec<String>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Group {
+    pub fn start(name: &str, net: u8, n: usize, connection: &str) -> Group {
+        let dir = std::env::temp_dir().join(format!("c19-bench-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ips: Vec<String> = (0..n)
+            .map(|i| format!("127.{net}.{}.{}", i / 250, i % 250 + 1))
+            .collect();
+        let peers = ips
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut children = Vec::new();
+        for ip in &ips {
+            let cfg = dir.join(format!("{ip}.yaml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "spec:\n  agent: {{bind: {ip}}}\n  connection:\n    bind: {ip}\n{connection}    peer_provider: {{kind: Static, peers: [{peers}]}}\n"
+                ),
+            )
+            .unwrap();
+            children.push(
+                Command::new(common::BIN)
+                    .args(["agent", "--config"])
+                    .arg(&cfg)
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+        for ip in &ips {
+            common::wait_for(Duration::from_secs(20), || {
+                common::get(&format!("{ip}:4097"), "/readyz").0 == 200
+            })
+            .unwrap_or_else(|_| panic!("agent {ip} did not start"));
+        }
+        Group { ips, children, dir }
+    }
+
+    pub fn app(&self, i: usize) -> String {
+        format!("{}:3097", self.ips[i])
+    }
+
+    pub fn peer(&self, i: usize) -> String {
+        format!("{}:4097", self.ips[i])
+    }
+
+    pub fn pid(&self, i: usize) -> u32 {
+        self.children[i].id()
+    }
+
+    /// A counter from an agent's /metrics.
+    pub fn metric(&self, i: usize, name: &str) -> f64 {
+        let (_, text) = common::get(&self.peer(i), "/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    pub fn keys(&self, i: usize) -> u64 {
+        self.metric(i, "c19_keys ") as u64
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Polls `f` every millisecond until it holds; returns the time taken, or `None` after `limit`.
+pub fn time_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+/// Writes a report next to the other build outputs and says where.
+pub fn write_report(name: &str, value: &serde_json::Value) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+    println!("written {}", path.display());
+}
