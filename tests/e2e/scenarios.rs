@@ -96,7 +96,7 @@ impl Ctx {
             .append(true)
             .open(self.dir.join("operator.log"))
             .unwrap();
-        let child = Command::new(crate::c19_bin())
+        Command::new(crate::c19_bin())
             .args([
                 "operator",
                 "--probe-interval",
@@ -118,8 +118,7 @@ impl Ctx {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap();
-        child
+            .unwrap()
     }
 
     fn start_operator(&self) {
