@@ -1,4 +1,5 @@
-//! The gossip loops: every `push_interval`, push what changed to `r0` random peers and run one
+//! The gossip loops: every `push_interval`, push local writes to `r0` random peers and news
+//! received by push on to one peer, and, once the state has been quiet for a round, run one
 //! anti-entropy sync with a random peer; every `pull_interval`, sync with `r0` peers.
 //!
 //! Each request runs in its own task and a peer with a request in flight is skipped, so a slow,
