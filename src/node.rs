@@ -33,6 +33,9 @@ pub struct NodeSettings {
     pub operator_fed: bool,
     /// The port of peers given without one.
     pub target_port: u16,
+    /// How long (ms) the state must be unchanged before this agent takes part in a sync that is
+    /// not forced: one push interval.
+    pub quiet_ms: u64,
 }
 
 #[derive(Debug)]

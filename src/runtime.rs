@@ -102,6 +102,7 @@ pub async fn run_agent(
             PeerProviderConfig::Operator {}
         ),
         target_port,
+        quiet_ms: spec.connection.push_interval,
     };
     let client = PeerClient::new(token, Duration::from_millis(spec.connection.timeout));
     let peers = Peers::new(own_addresses(peer_addr, &me));

@@ -42,6 +42,7 @@ fn node() -> Arc<Node> {
             token: None,
             operator_fed: false,
             target_port: 4097,
+            quiet_ms: 1000,
         },
     ))
 }

@@ -140,7 +140,18 @@ fn offer(node: &Node, body: &[u8]) -> Response {
         Ok(o) => o,
         Err(e) => return http::error(StatusCode::BAD_REQUEST, format!("sync offer: {e}")),
     };
-    match sync::answer_offer(&node.read(), &offer) {
+    if !crate::state::digest::valid_count(offer.count) {
+        return http::error(
+            StatusCode::BAD_REQUEST,
+            sync::SyncError::BadCount(offer.count),
+        );
+    }
+    let store = node.read();
+    let changing = now_ms().saturating_sub(store.last_change()) < node.settings.quiet_ms;
+    if !offer.force && changing && offer.digest != store.sync_digest() {
+        return http::error(StatusCode::CONFLICT, sync::BUSY);
+    }
+    match sync::answer_offer(&store, &offer) {
         Ok(None) => http::empty(StatusCode::NO_CONTENT),
         Ok(Some(buckets)) => http::json_value(StatusCode::OK, &buckets),
         Err(e) => http::error(StatusCode::BAD_REQUEST, e),

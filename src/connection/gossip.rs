@@ -44,10 +44,10 @@ pub async fn run(node: Arc<Node>, config: GossipConfig, stop: CancellationToken)
                 // in flux, moving the same records twice; sync once it has been quiet a round.
                 let quiet_since = node.read().last_change();
                 if now_ms().saturating_sub(quiet_since) >= config.push_interval.as_millis() as u64 {
-                    sync_round(&node, 1, &mut rng);
+                    sync_round(&node, 1, false, &mut rng);
                 }
             }
-            _ = pull.tick() => sync_round(&node, config.r0, &mut rng),
+            _ = pull.tick() => sync_round(&node, config.r0, true, &mut rng),
         }
     }
     flush(&node, config.r0, &mut rng).await;
@@ -108,7 +108,7 @@ async fn push_to(node: &Node, peer: &str, bodies: &[Bytes]) {
     }
 }
 
-fn sync_round(node: &Arc<Node>, n: usize, rng: &mut fastrand::Rng) {
+fn sync_round(node: &Arc<Node>, n: usize, force: bool, rng: &mut fastrand::Rng) {
     for peer in node.peers.pick(n, rng) {
         let node = node.clone();
         tokio::spawn(async move {
@@ -116,8 +116,9 @@ fn sync_round(node: &Arc<Node>, n: usize, rng: &mut fastrand::Rng) {
                 return;
             };
             node.metrics.syncs_sent.inc();
-            match sync_with(&node, &peer).await {
+            match sync_with(&node, &peer, force).await {
                 Ok(Outcome::Equal) => node.metrics.syncs_equal.inc(),
+                Ok(Outcome::Busy) => {}
                 Ok(Outcome::Exchanged { received, sent }) => {
                     tracing::debug!(%peer, received, sent, "anti-entropy exchanged records");
                 }

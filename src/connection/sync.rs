@@ -20,7 +20,14 @@ use crate::state::{BodyError, Origin, Spread, Store, body::parse_batch, now_ms};
 pub struct Offer {
     pub digest: u64,
     pub count: usize,
+    /// Sync even if the responder's state is changing (the periodic pull); otherwise a busy
+    /// responder declines, since pushes are still moving its state.
+    #[serde(default)]
+    pub force: bool,
 }
+
+/// Why a responder declined an offer.
+pub const BUSY: &str = "state changing; sync later";
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,11 +127,16 @@ pub fn apply(node: &Node, body: &[u8], spread: Spread) -> Result<usize, BodyErro
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Equal,
-    Exchanged { received: usize, sent: usize },
+    /// The peer's state was changing; no records moved.
+    Busy,
+    Exchanged {
+        received: usize,
+        sent: usize,
+    },
 }
 
-/// Runs one anti-entropy exchange with `peer`.
-pub async fn sync_with(node: &Node, peer: &str) -> Result<Outcome, SyncError> {
+/// Runs one anti-entropy exchange with `peer`; `force` for the periodic pull.
+pub async fn sync_with(node: &Node, peer: &str, force: bool) -> Result<Outcome, SyncError> {
     let protocol = |message: String| SyncError::Protocol {
         peer: peer.to_string(),
         message,
@@ -134,11 +146,23 @@ pub async fn sync_with(node: &Node, peer: &str) -> Result<Outcome, SyncError> {
         let store = node.read();
         (store.sync_digest(), bucket_count(store.len()))
     };
-    let offer = serde_json::to_vec(&Offer { digest, count }).expect("offer serializes");
-    let (status, body) = node
+    let offer = serde_json::to_vec(&Offer {
+        digest,
+        count,
+        force,
+    })
+    .expect("offer serializes");
+    let sent = node
         .client
         .call(Method::POST, peer, "/c19/sync", Some(offer.into()), traffic)
-        .await?;
+        .await;
+    let (status, body) = match sent {
+        Err(ClientError::Status {
+            status: hyper::StatusCode::CONFLICT,
+            ..
+        }) => return Ok(Outcome::Busy),
+        other => other?,
+    };
     if status == hyper::StatusCode::NO_CONTENT {
         return Ok(Outcome::Equal);
     }
@@ -227,6 +251,7 @@ mod tests {
             &Offer {
                 digest: a.sync_digest(),
                 count,
+                force: true,
             },
         )
         .unwrap() else {
@@ -311,7 +336,8 @@ mod tests {
                 &s,
                 &Offer {
                     digest: 1,
-                    count: 3
+                    count: 3,
+                    force: false,
                 }
             )
             .is_err()

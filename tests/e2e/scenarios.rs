@@ -212,6 +212,17 @@ fn wait_for_full_peer_lists(ctx: &Ctx, agents: &[(String, String, String)]) {
     let _ = ctx;
 }
 
+/// Addresses in the group's EndpointSlices.
+fn slice_addresses(c: &Cluster) -> usize {
+    let slices = c.json(&["get", "endpointslices", "-l", "c19.dev/group=demo"]);
+    slices["items"].as_array().map_or(0, |items| {
+        items
+            .iter()
+            .map(|s| s["endpoints"].as_array().map_or(0, |e| e.len()))
+            .sum()
+    })
+}
+
 fn group_yaml(replicas: u32, push_ms: u32) -> String {
     format!(
         r#"apiVersion: c19.dev/v1alpha1
@@ -360,13 +371,7 @@ fn a_three_replica_group_converges(ctx: &Ctx) {
     assert_eq!(sidecar["restartPolicy"], "Always", "a native sidecar");
     let agents = ctx.sidecars(3);
     eventually("3 addresses in the EndpointSlices", T, || {
-        let slices = c.json(&["get", "endpointslices", "-l", "c19.dev/group=demo"]);
-        let n: usize = slices["items"]
-            .as_array()?
-            .iter()
-            .map(|s| s["endpoints"].as_array().map_or(0, |e| e.len()))
-            .sum();
-        (n == 3).then_some(())
+        (slice_addresses(c) == 3).then_some(())
     });
     wait_for_full_peer_lists(ctx, &agents);
 
@@ -423,8 +428,16 @@ fn scaling_feeds_new_members_and_drops_removed_ones(ctx: &Ctx) {
         });
     }
     c.kubectl(&["scale", "c19g/demo", "--replicas=2"]);
+    // How long an EndpointSlice change takes to reach the agents' peer lists (printed, not asserted).
+    let slice_changed = eventually("the EndpointSlices to list 2 members", T, || {
+        (slice_addresses(c) == 2).then(std::time::Instant::now)
+    });
     let remaining = ctx.sidecars(2);
     wait_for_full_peer_lists(ctx, &remaining);
+    println!(
+        "EndpointSlice change reached every peer list in {} ms",
+        slice_changed.elapsed().as_millis()
+    );
     c.kubectl(&[
         "wait",
         "--for=condition=Converged",
