@@ -120,18 +120,23 @@ fn version(node: &Node, version: &str) -> Response {
 }
 
 pub fn digest_report(node: &Node) -> DigestReport {
-    let now = now_ms();
-    let store = node.read();
-    let counts = store.counts(now);
-    DigestReport {
-        digest: store.digest(now).to_string(),
-        keys: counts.keys,
-        tombstones: counts.tombstones,
-        version: store
-            .legacy_version()
-            .map(|v| v.to_string())
-            .unwrap_or_default(),
-        peers: node.peers.len(),
+    DigestReport::of(&node.read(), now_ms(), node.peers.len())
+}
+
+impl DigestReport {
+    /// The report of a state at `now`.
+    pub fn of(store: &crate::state::Store, now: u64, peers: usize) -> DigestReport {
+        let counts = store.counts(now);
+        DigestReport {
+            digest: store.digest(now).to_string(),
+            keys: counts.keys,
+            tombstones: counts.tombstones,
+            version: store
+                .legacy_version()
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            peers,
+        }
     }
 }
 

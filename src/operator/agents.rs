@@ -88,17 +88,7 @@ async fn probe_dump(
     for (k, e) in entries {
         store.merge_incoming(&k, e, now, Spread::Quiet);
     }
-    let counts = store.counts(now);
-    Probe::Answered(DigestReport {
-        digest: store.digest(now).to_string(),
-        keys: counts.keys,
-        tombstones: counts.tombstones,
-        version: store
-            .legacy_version()
-            .map(|v| v.to_string())
-            .unwrap_or_default(),
-        peers: UNKNOWN_PEERS,
-    })
+    Probe::Answered(DigestReport::of(&store, now, UNKNOWN_PEERS))
 }
 
 /// Sends every member the addresses of all members (an agent drops itself from the list).

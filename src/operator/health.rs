@@ -189,13 +189,7 @@ fn converged_condition(obs: Option<&Observation>) -> ConditionValue {
         );
     }
     if !o.unreachable.is_empty() {
-        let names = o
-            .unreachable
-            .iter()
-            .take(LISTED_MAX)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ");
+        let names = listed(&o.unreachable);
         return (
             "False",
             "MembersUnreachable".into(),
@@ -207,13 +201,7 @@ fn converged_condition(obs: Option<&Observation>) -> ConditionValue {
         );
     }
     if !o.converged() {
-        let names = o
-            .divergent
-            .iter()
-            .take(LISTED_MAX)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ");
+        let names = listed(&o.divergent);
         return (
             "False",
             "Diverged".into(),
@@ -229,6 +217,16 @@ fn converged_condition(obs: Option<&Observation>) -> ConditionValue {
         "Converged".into(),
         format!("all {} members hold the same state", o.members),
     )
+}
+
+/// At most `LISTED_MAX` names, comma-separated, for a condition message.
+fn listed(names: &[String]) -> String {
+    names
+        .iter()
+        .take(LISTED_MAX)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Sets a condition in a list keyed by `type`, keeping `lastTransitionTime` unless the status
