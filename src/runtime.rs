@@ -49,6 +49,10 @@ impl RuntimeError {
     }
 }
 
+/// Rounds without a change before an agent takes part in an unforced sync: pushes take a few
+/// rounds to spread a batch, and a sync while they do moves the same records twice.
+pub const QUIET_ROUNDS: u64 = 3;
+
 /// Peer entries are limited by the body size only: a full state may be one batch.
 const PEER_MAX_ENTRIES: usize = usize::MAX;
 /// App batches: generous, but bounded so one request cannot stall every other for long.
@@ -102,7 +106,7 @@ pub async fn run_agent(
             PeerProviderConfig::Operator {}
         ),
         target_port,
-        quiet_ms: spec.connection.push_interval,
+        quiet_ms: QUIET_ROUNDS * spec.connection.push_interval,
     };
     let client = PeerClient::new(token, Duration::from_millis(spec.connection.timeout));
     let peers = Peers::new(own_addresses(peer_addr, &me));
@@ -110,6 +114,7 @@ pub async fn run_agent(
 
     let stop = CancellationToken::new();
     let gossip_config = GossipConfig {
+        quiet: Duration::from_millis(QUIET_ROUNDS * spec.connection.push_interval),
         push_interval: Duration::from_millis(spec.connection.push_interval),
         pull_interval: Duration::from_millis(spec.connection.pull_interval),
         r0: spec.connection.r0,

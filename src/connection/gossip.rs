@@ -23,6 +23,8 @@ const PUSH_CHUNK: usize = 8192;
 #[derive(Debug, Clone, Copy)]
 pub struct GossipConfig {
     pub push_interval: Duration,
+    /// How long the state must be unchanged before this agent starts an unforced sync.
+    pub quiet: Duration,
     pub pull_interval: Duration,
     pub r0: usize,
 }
@@ -41,9 +43,9 @@ pub async fn run(node: Arc<Node>, config: GossipConfig, stop: CancellationToken)
             _ = push.tick() => {
                 push_round(&node, config.r0, &mut rng);
                 // While the state changes, pushes are moving it and a sync would compare states
-                // in flux, moving the same records twice; sync once it has been quiet a round.
+                // in flux, moving the same records twice; sync once it has been quiet a while.
                 let quiet_since = node.read().last_change();
-                if now_ms().saturating_sub(quiet_since) >= config.push_interval.as_millis() as u64 {
+                if now_ms().saturating_sub(quiet_since) >= config.quiet.as_millis() as u64 {
                     sync_round(&node, 1, false, &mut rng);
                 }
             }
