@@ -51,14 +51,14 @@ impl RuntimeError {
 
 /// Rounds without a change before an agent takes part in an unforced sync: pushes take a few
 /// rounds to spread a batch, and a sync while they do moves the same records twice.
-pub const QUIET_ROUNDS: u64 = 3;
+pub const QUIET_ROUNDS: u64 = 2;
 
 /// Peer entries are limited by the body size only: a full state may be one batch.
 const PEER_MAX_ENTRIES: usize = usize::MAX;
 /// App batches: generous, but bounded so one request cannot stall every other for long.
 const APP_MAX_ENTRIES: usize = 1_000_000;
 
-/// Runs an agent until `shutdown` resolves; `on_ready` gets the bound addresses (app, peer).
+/// Runs an agent until `shutdown` resolves, then pushes what is not yet pushed and returns.
 pub async fn run_agent(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,

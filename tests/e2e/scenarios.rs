@@ -555,6 +555,23 @@ fn a_restarted_operator_converges_without_duplicates(ctx: &Ctx) {
         metrics.contains("c19_operator_groups_converged 1"),
         "{metrics}"
     );
+    // A settled group costs the API server no writes: probes keep running, nothing changes.
+    let writes = || {
+        let text = request("127.0.0.1:18080", "GET", "/metrics", None, &[]).1;
+        text.lines().find_map(|l| {
+            l.strip_prefix("c19_operator_writes_total ")
+                .map(String::from)
+        })
+    };
+    eventually(
+        "the operator to write nothing for 3 s of probing",
+        T,
+        || {
+            let before = writes()?;
+            std::thread::sleep(Duration::from_secs(3));
+            (writes()? == before).then_some(())
+        },
+    );
 }
 
 fn lease_holder(c: &Cluster) -> String {
