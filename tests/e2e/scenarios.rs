@@ -248,6 +248,18 @@ spec:
 
 fn crd_applies_and_invalid_groups_are_rejected(ctx: &Ctx) {
     let c = &ctx.cluster;
+    // Without the CRD the operator says how to install it, and exits non-zero.
+    let out = Command::new(crate::c19_bin())
+        .args(["operator", "--metrics-addr", "127.0.0.1:18089"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("CRD is not installed") && err.contains("c19 crd | kubectl apply"),
+        "{err}"
+    );
     let crd = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/c19group.yaml"))
         .unwrap();
     c.apply_yaml(&crd);
