@@ -4,72 +4,41 @@
 //!   cargo bench --bench operator            # N = 100, 5 rounds
 //!   C19_BENCH_FULL=1 cargo bench --bench operator   # N = 100 and 300, 20 rounds
 
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use c19::connection::client::{PeerClient, Traffic};
 use c19::operator::agents::{feed_all, probe_all};
 use c19::operator::health::{Member, observe};
+use support::{Group, percentile, write_report};
 
-struct Agents(Vec<Child>);
-
-impl Drop for Agents {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn bin() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_BIN_EXE_c19"))
-}
-
-fn start(n: usize, dir: &std::path::Path) -> (Agents, Vec<Member>) {
-    let token = dir.join("token");
+/// `n` agents fed by the operator, sharing the token `bench`.
+fn start(n: usize) -> (Group, Vec<Member>) {
+    let token = support::scratch("operator");
+    std::fs::create_dir_all(&token).unwrap();
+    let token = token.join("token");
     std::fs::write(&token, "bench").unwrap();
-    let mut children = Vec::new();
-    let mut members = Vec::new();
-    for i in 0..n {
-        let ip = format!("127.50.{}.{}", i / 250, i % 250 + 1);
-        let cfg = dir.join(format!("{ip}.yaml"));
-        std::fs::write(
-            &cfg,
-            format!("spec:\n  agent: {{bind: {ip}}}\n  connection:\n    bind: {ip}\n    token_file: {}\n    peer_provider: {{kind: Operator}}\n", token.display()),
-        )
-        .unwrap();
-        let child = Command::new(bin())
-            .args(["agent", "--config"])
-            .arg(&cfg)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        children.push(child);
-        members.push(Member {
+    let connection = format!("    token_file: {}\n", token.display());
+    let group = Group::start_with("operator", 50, n, &connection, Some("{kind: Operator}"));
+    let members = group
+        .ips
+        .iter()
+        .map(|ip| Member {
             name: ip.clone(),
             address: format!("{ip}:4097"),
-        });
-    }
-    (Agents(children), members)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+        })
+        .collect();
+    (group, members)
 }
 
 #[tokio::main]
 async fn main() {
-    assert!(
-        bin().exists(),
-        "build the agent first: cargo build --release --bin c19"
-    );
-    let full = std::env::var_os("C19_BENCH_FULL").is_some();
-    let (sizes, rounds): (&[usize], usize) = if full { (&[100, 300], 20) } else { (&[100], 5) };
-    let dir = std::env::temp_dir().join(format!("c19-bench-operator-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let (sizes, rounds): (&[usize], usize) = if support::full() {
+        (&[100, 300], 20)
+    } else {
+        (&[100], 5)
+    };
     let client = PeerClient::new(None, Duration::from_secs(1));
     let mut rows = Vec::new();
     println!(
@@ -77,7 +46,7 @@ async fn main() {
         "N", "feed p50 ms", "feed max ms", "probe p50 ms", "probe max ms"
     );
     for &n in sizes {
-        let (_agents, members) = start(n, &dir);
+        let (_agents, members) = start(n);
         // Wait until every agent answers.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -129,9 +98,5 @@ async fn main() {
         );
         rows.push(row);
     }
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/operator.json");
-    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-    std::fs::write(&out, serde_json::to_vec_pretty(&rows).unwrap()).unwrap();
-    println!("written {}", out.display());
-    let _ = std::fs::remove_dir_all(&dir);
+    write_report("operator", &serde_json::Value::Array(rows));
 }

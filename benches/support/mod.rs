@@ -21,8 +21,21 @@ pub struct Group {
 }
 
 impl Group {
+    /// Agents that list each other statically.
     pub fn start(name: &str, net: u8, n: usize, connection: &str) -> Group {
-        let dir = std::env::temp_dir().join(format!("c19-bench-{name}-{}", std::process::id()));
+        Group::start_with(name, net, n, connection, None)
+    }
+
+    /// Agents with `connection` settings and the given peer provider (default: all of them,
+    /// statically).
+    pub fn start_with(
+        name: &str,
+        net: u8,
+        n: usize,
+        connection: &str,
+        provider: Option<&str>,
+    ) -> Group {
+        let dir = scratch(name);
         std::fs::create_dir_all(&dir).unwrap();
         let ips: Vec<String> = (0..n)
             .map(|i| format!("127.{net}.{}.{}", i / 250, i % 250 + 1))
@@ -32,13 +45,16 @@ impl Group {
             .map(|p| format!("\"{p}\""))
             .collect::<Vec<_>>()
             .join(", ");
+        let provider = provider
+            .map(String::from)
+            .unwrap_or_else(|| format!("{{kind: Static, peers: [{peers}]}}"));
         let mut children = Vec::new();
         for ip in &ips {
             let cfg = dir.join(format!("{ip}.yaml"));
             std::fs::write(
                 &cfg,
                 format!(
-                    "spec:\n  agent: {{bind: {ip}}}\n  connection:\n    bind: {ip}\n{connection}    peer_provider: {{kind: Static, peers: [{peers}]}}\n"
+                    "spec:\n  agent: {{bind: {ip}}}\n  connection:\n    bind: {ip}\n{connection}    peer_provider: {provider}\n"
                 ),
             )
             .unwrap();
@@ -95,6 +111,11 @@ impl Drop for Group {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The scratch directory of a benchmark run.
+pub fn scratch(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("c19-bench-{name}-{}", std::process::id()))
 }
 
 /// Resident memory of a process, in bytes.
