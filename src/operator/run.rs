@@ -17,18 +17,17 @@ use kube::api::{Api, ListParams};
 use kube::runtime::events::Reporter;
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource};
-use kube_leader_election::{LeaseLock, LeaseLockParams, LeaseLockResult};
+use kube_leader_election::{LeaseLock, LeaseLockParams};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use warp::http::{Method, StatusCode};
 
 use super::context::Context;
 use super::crd::C19Group;
 use super::desired::{GROUP_LABEL, Settings};
 use super::observer::{Observer, ObserverConfig};
 use super::reconcile::{error_policy, reconcile};
-use crate::http::{self, Request, Response};
-use crate::metrics::Exposition;
+use super::{endpoint, leader};
+use crate::http;
 
 /// `c19 operator` flags; each has an environment fallback.
 #[derive(Debug, Clone, clap::Args)]
@@ -171,7 +170,7 @@ pub async fn run(
         let (ctx, ready, stop) = (ctx.clone(), ready.clone(), stop.clone());
         let route = http::route(1024, move |req| {
             let (ctx, ready) = (ctx.clone(), ready.clone());
-            async move { endpoint(&ctx, &ready, req) }
+            async move { endpoint::handle(&ctx, &ready, req) }
         });
         tokio::spawn(http::serve(listener, route, async move {
             stop.cancelled().await
@@ -194,27 +193,20 @@ pub async fn run(
             LeaseLockParams {
                 lease_name: args.lease_name.clone(),
                 holder_id: args.pod_name.clone(),
-                lease_ttl: LEASE_TTL,
+                lease_ttl: leader::LEASE_TTL,
             },
         );
         tracing::info!(lease = %args.lease_name, "waiting to become the leader");
         // A standby replica is healthy and ready to take over; reporting it unready would stall
         // every rollout of a Deployment with more than one replica.
         ready.store(true, Ordering::Relaxed);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => { let _ = server.await; return Ok(()); }
-                r = lock.try_acquire_or_renew() => match r {
-                    Ok(LeaseLockResult::Acquired(_)) => break,
-                    Ok(LeaseLockResult::NotAcquired(_)) => {}
-                    Err(e) => tracing::warn!(error = %e, "cannot read the Lease; retrying"),
-                },
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+        if !leader::acquire(&lock, &stop).await {
+            let _ = server.await;
+            return Ok(());
         }
         tracing::info!(holder = %args.pod_name, "leading");
         ready.store(false, Ordering::Relaxed);
-        lease_task = Some(tokio::spawn(keep_lease(
+        lease_task = Some(tokio::spawn(leader::keep(
             lock,
             stop.clone(),
             lease_lost.clone(),
@@ -308,39 +300,6 @@ pub async fn run(
     Ok(())
 }
 
-/// How long a Lease stays valid without renewal; it is renewed every third of that.
-const LEASE_TTL: Duration = Duration::from_secs(15);
-
-/// Renews the Lease until `stop`, then steps down so a standby replica takes over at once. A
-/// renewal that fails for longer than two thirds of the TTL, or a Lease that another replica
-/// took, means this replica may no longer reconcile: it cancels everything.
-async fn keep_lease(lock: LeaseLock, stop: CancellationToken, lost: CancellationToken) {
-    let mut renewed = std::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => {
-                if let Err(e) = lock.step_down().await {
-                    tracing::warn!(error = %e, "cannot release the Lease; it expires by itself");
-                }
-                return;
-            }
-            _ = tokio::time::sleep(LEASE_TTL / 3) => {}
-        }
-        match lock.try_acquire_or_renew().await {
-            Ok(LeaseLockResult::Acquired(_)) => renewed = std::time::Instant::now(),
-            Err(e) if renewed.elapsed() < LEASE_TTL * 2 / 3 => {
-                tracing::warn!(error = %e, "cannot renew the Lease; retrying")
-            }
-            other => {
-                tracing::error!(error = ?other.err(), "lost the Lease");
-                lost.cancel();
-                stop.cancel();
-                return;
-            }
-        }
-    }
-}
-
 /// Waits until a store holds a full list. kube-runtime's readiness future keeps one waker only,
 /// so a second task waiting on the controller's store (the controller waits too) may never be
 /// woken: poll it again every 100 ms instead of trusting a single wake-up.
@@ -359,76 +318,6 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> + Send + 'static {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-fn endpoint(ctx: &Context, ready: &AtomicBool, req: Request) -> Response {
-    match (&req.method, req.path.as_str()) {
-        (&Method::GET, "/healthz") => http::text("ok\n".into()),
-        (&Method::GET, "/readyz") if ready.load(Ordering::Relaxed) => http::text("ready\n".into()),
-        (&Method::GET, "/readyz") => {
-            http::error(StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
-        }
-        (&Method::GET, "/metrics") => http::text(metrics(ctx)),
-        (&Method::GET, _) => http::error(StatusCode::NOT_FOUND, "no such endpoint"),
-        _ => http::method_not_allowed("GET"),
-    }
-}
-
-fn metrics(ctx: &Context) -> String {
-    let m = &ctx.metrics;
-    let (groups, converged) = {
-        let obs = ctx.observations.lock().expect("observations lock");
-        (obs.len(), obs.values().filter(|o| o.converged()).count())
-    };
-    Exposition::default()
-        .counter(
-            "c19_operator_reconciles_total",
-            "Reconciles run.",
-            m.reconciles.get(),
-        )
-        .counter(
-            "c19_operator_reconcile_errors_total",
-            "Reconciles that failed.",
-            m.reconcile_errors.get(),
-        )
-        .family(
-            "c19_operator_reconcile_duration_seconds_total",
-            "Time spent reconciling, in seconds (divide by reconciles for the mean).",
-            "counter",
-            &[("", m.reconcile_micros.get() as f64 / 1e6)],
-        )
-        .counter(
-            "c19_operator_writes_total",
-            "Writes to the API server (applies, creates, deletes, status).",
-            m.writes.get(),
-        )
-        .counter(
-            "c19_operator_probes_total",
-            "Agent health probes sent.",
-            m.probes.get(),
-        )
-        .counter(
-            "c19_operator_probes_failed_total",
-            "Agent health probes that got no answer.",
-            m.probes_failed.get(),
-        )
-        .counter(
-            "c19_operator_peer_feeds_total",
-            "Peer lists sent to agents.",
-            m.peer_feeds.get(),
-        )
-        .counter(
-            "c19_operator_peer_feeds_failed_total",
-            "Peer lists agents did not take.",
-            m.peer_feeds_failed.get(),
-        )
-        .gauge("c19_operator_groups", "Groups observed.", groups as f64)
-        .gauge(
-            "c19_operator_groups_converged",
-            "Groups whose members hold the same state.",
-            converged as f64,
-        )
-        .finish()
 }
 
 #[cfg(test)]
