@@ -5,7 +5,9 @@ use c19::config::Config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Err(e) = Config::parse(text, std::path::Path::new("fuzz.yaml")) {
         assert!(!e.to_string().contains('\n'), "{e}");
     }

@@ -6,7 +6,10 @@ use c19::state::{Record, Spread, Store, StoreConfig};
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
 
-const CFG: StoreConfig = StoreConfig { default_ttl: None, tombstone_lifetime: u64::MAX / 4 };
+const CFG: StoreConfig = StoreConfig {
+    default_ttl: None,
+    tombstone_lifetime: u64::MAX / 4,
+};
 
 fn records(data: &[u8]) -> Vec<(String, Record)> {
     data.chunks(6)
@@ -18,7 +21,11 @@ fn records(data: &[u8]) -> Vec<(String, Record)> {
             let record = if c[4] % 5 == 0 {
                 Record::tombstone(ts)
             } else {
-                Record::value(RawValue::from_string(format!("{}", c[5] % 7)).unwrap(), ts, ttl)
+                Record::value(
+                    RawValue::from_string(format!("{}", c[5] % 7)).unwrap(),
+                    ts,
+                    ttl,
+                )
             };
             (key, record)
         })
@@ -30,7 +37,10 @@ fn state(records: &[(String, Record)]) -> (u64, Vec<u8>) {
     for (k, r) in records {
         s.merge(k, r.clone(), 100, Spread::Quiet);
     }
-    (s.sync_digest(), s.dump(100, true).len().to_le_bytes().to_vec())
+    (
+        s.sync_digest(),
+        s.dump(100, true).len().to_le_bytes().to_vec(),
+    )
 }
 
 fuzz_target!(|data: &[u8]| {
