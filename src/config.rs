@@ -67,6 +67,9 @@ pub struct AgentConfig {
     pub max_body_bytes: usize,
     #[serde(default = "default_max_key")]
     pub max_key_bytes: usize,
+    /// Entries in one app batch: bounded so that one request cannot hold the state for long.
+    #[serde(default = "default_max_batch")]
+    pub max_batch_entries: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -195,6 +198,9 @@ fn default_agent_max_body() -> usize {
 fn default_max_key() -> usize {
     1024
 }
+fn default_max_batch() -> usize {
+    1_000_000
+}
 fn default_purge_interval() -> u64 {
     60_000
 }
@@ -273,7 +279,7 @@ impl Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let c = &self.spec.connection;
         let s = &self.spec.state;
-        let checks: [(bool, &'static str, &str); 9] = [
+        let checks: [(bool, &'static str, &str); 10] = [
             (
                 self.version == "0.1",
                 "version",
@@ -313,6 +319,11 @@ impl Config {
             (
                 self.spec.agent.max_body_bytes > 0,
                 "spec.agent.max_body_bytes",
+                "must be positive",
+            ),
+            (
+                self.spec.agent.max_batch_entries > 0,
+                "spec.agent.max_batch_entries",
                 "must be positive",
             ),
         ];

@@ -55,8 +55,6 @@ pub const QUIET_ROUNDS: u64 = 2;
 
 /// Peer entries are limited by the body size only: a full state may be one batch.
 const PEER_MAX_ENTRIES: usize = usize::MAX;
-/// App batches: generous, but bounded so one request cannot stall every other for long.
-const APP_MAX_ENTRIES: usize = 1_000_000;
 
 /// Runs an agent until `shutdown` resolves, then pushes what is not yet pushed and returns.
 pub async fn run_agent(
@@ -69,7 +67,7 @@ pub async fn run_agent(
     let token = read_token(spec.connection.token_file.as_ref())?;
     let app_limits = Limits {
         max_key_bytes: spec.agent.max_key_bytes,
-        max_entries: APP_MAX_ENTRIES,
+        max_entries: spec.agent.max_batch_entries,
     };
     let peer_limits = Limits {
         max_key_bytes: spec.agent.max_key_bytes,

@@ -251,7 +251,11 @@ fn the_peer_port_requires_the_token() {
 fn bad_input_gets_a_4xx_and_changes_nothing() {
     let dir = TempDir::new("bad");
     let extra = "    max_body_bytes: 100000\n";
-    let a = Agent::start(&dir, "127.17.0.1", &config("127.17.0.1", &[], 100, extra));
+    let cfg = config("127.17.0.1", &[], 100, extra).replace(
+        "  agent:\n    bind: 127.17.0.1\n",
+        "  agent:\n    bind: 127.17.0.1\n    max_batch_entries: 3\n",
+    );
+    let a = Agent::start(&dir, "127.17.0.1", &cfg);
     put(&a.app(), "/", r#"{"existing": {"value": 1}}"#);
     let before = a.digest();
     let cases: Vec<(&str, &str, String, u16, &str)> = vec![
@@ -286,6 +290,14 @@ fn bad_input_gets_a_4xx_and_changes_nothing() {
             format!(r#"{{"{}": {{"value": 1}}}}"#, "k".repeat(2000)),
             400,
             "longer than 1024 bytes",
+        ),
+        (
+            "PUT",
+            "/",
+            r#"{"a": {"value": 1}, "b": {"value": 2}, "c": {"value": 3}, "d": {"value": 4}}"#
+                .into(),
+            400,
+            "batch has 4 entries, more than the limit of 3",
         ),
     ];
     for (method, path, body, status, needle) in cases {
