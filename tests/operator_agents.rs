@@ -153,3 +153,40 @@ async fn agents_without_a_digest_endpoint_are_probed_through_their_full_map() {
     );
     assert_eq!(legacy.version, "883365185692908898");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_answering_garbage_is_reported_not_fatal() {
+    use warp::Filter;
+    let garbage = warp::any().map(|| "<html>definitely not a digest</html>");
+    let listener = tokio::net::TcpListener::bind("127.30.2.1:4097")
+        .await
+        .unwrap();
+    tokio::spawn(warp::serve(garbage).incoming(listener).run());
+    let dir = TempDir::new("operator-garbage");
+    let ours = Agent::start(&dir, "127.30.2.2", &config("127.30.2.2", &[], 100, ""));
+    let members = [
+        Member {
+            name: "garbage".into(),
+            address: "127.30.2.1:4097".into(),
+        },
+        Member {
+            name: "ours".into(),
+            address: ours.peer(),
+        },
+    ];
+    let client = PeerClient::new(None, Duration::from_millis(500));
+    let results = probe_all(&client, None, &members, &Traffic::default()).await;
+    let Probe::Unreachable(why) = &results[0].1 else {
+        panic!("{results:?}")
+    };
+    assert!(why.contains("unreadable digest"), "{why}");
+    assert!(
+        matches!(results[1].1, Probe::Answered(_)),
+        "the other members are still probed"
+    );
+    let obs = observe(&results, None);
+    assert_eq!(
+        (obs.reachable, obs.unreachable.clone()),
+        (1, vec!["garbage".to_string()])
+    );
+}
