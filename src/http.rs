@@ -8,7 +8,7 @@ use std::future::Future;
 use bytes::{Buf, Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use warp::Filter;
-use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use warp::http::{HeaderValue, Method, StatusCode, header};
 
 pub type Response = warp::reply::Response;
 
@@ -18,7 +18,8 @@ pub struct Request {
     pub method: Method,
     /// The raw (still percent-encoded) path, starting with `/`.
     pub path: String,
-    pub headers: HeaderMap,
+    /// The `Authorization` header, the only one a handler reads.
+    pub authorization: Option<String>,
     pub body: Bytes,
 }
 
@@ -91,7 +92,7 @@ pub fn text(body: String) -> Response {
 }
 
 /// Reads a body, refusing with 413 as soon as it is known to exceed `limit` bytes.
-async fn read_body<S, B>(headers: &HeaderMap, stream: S, limit: usize) -> Result<Bytes, Response>
+async fn read_body<S, B>(declared: Option<u64>, stream: S, limit: usize) -> Result<Bytes, Response>
 where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
@@ -102,10 +103,6 @@ where
             format!("body larger than {limit} bytes"),
         )
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
@@ -127,7 +124,8 @@ where
     Ok(buf.freeze())
 }
 
-/// A warp filter that hands every request, body read within `limit`, to `handler`.
+/// A warp filter that hands every request, body read within `limit`, to `handler`. It extracts
+/// only the two headers that are used, rather than cloning every header of every request.
 pub fn route<H, Fut>(
     limit: usize,
     handler: H,
@@ -138,19 +136,24 @@ where
 {
     warp::method()
         .and(warp::path::full())
-        .and(warp::header::headers_cloned())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
         .then(
-            move |method: Method, path: warp::path::FullPath, headers: HeaderMap, body| {
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  authorization: Option<String>,
+                  declared: Option<u64>,
+                  body| {
                 let handler = handler.clone();
                 async move {
-                    match read_body(&headers, body, limit).await {
+                    match read_body(declared, body, limit).await {
                         Ok(body) => {
                             let path = path.as_str().to_owned();
                             handler(Request {
                                 method,
                                 path,
-                                headers,
+                                authorization,
                                 body,
                             })
                             .await
@@ -198,14 +201,11 @@ mod tests {
                 (0..3).map(|_| Ok::<_, warp::Error>(Bytes::from_static(b"12345"))),
             )
         };
-        let headers = HeaderMap::new();
-        assert_eq!(read_body(&headers, chunks(), 15).await.unwrap().len(), 15);
-        let r = read_body(&headers, chunks(), 14).await.unwrap_err();
+        assert_eq!(read_body(None, chunks(), 15).await.unwrap().len(), 15);
+        let r = read_body(None, chunks(), 14).await.unwrap_err();
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let mut declared = HeaderMap::new();
-        declared.insert(header::CONTENT_LENGTH, HeaderValue::from_static("100"));
         let r = read_body(
-            &declared,
+            Some(100),
             futures::stream::empty::<Result<Bytes, warp::Error>>(),
             14,
         )

@@ -86,9 +86,8 @@ fn authorized(node: &Node, req: &Request) -> bool {
         return true;
     };
     let presented = req
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+        .authorization
+        .as_deref()
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     let (a, b) = (presented.as_bytes(), token.as_bytes());

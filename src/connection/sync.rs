@@ -116,7 +116,8 @@ pub fn apply(node: &Node, body: &[u8], spread: Spread) -> Result<usize, BodyErro
     let mut store = node.write();
     let applied = entries
         .into_iter()
-        .filter(|(k, e)| store.merge_incoming(k, e.clone(), now, spread))
+        .map(|(k, e)| store.merge_incoming(&k, e, now, spread))
+        .filter(|changed| *changed)
         .count();
     drop(store);
     node.metrics.records_applied.add(applied as u64);

@@ -158,18 +158,22 @@ impl Store {
             bucket: fine_bucket(key) as u16,
         };
         self.account(key, &slot, true);
-        let key: Box<str> = key.into();
-        if let Some(old) = self.entries.insert(key.clone(), slot) {
-            self.account(&key, &old, false);
+        // An overwrite replaces the slot in place: no new key allocation.
+        let old = match self.entries.get_mut(key) {
+            Some(current) => Some(std::mem::replace(current, slot)),
+            None => self.entries.insert(key.into(), slot),
+        };
+        if let Some(old) = old {
+            self.account(key, &old, false);
         }
         self.last_change = now;
         match spread {
             Spread::Push => {
-                self.forwarded.remove(&key);
-                self.changed.insert(key);
+                self.forwarded.remove(key);
+                self.changed.insert(key.into());
             }
-            Spread::Forward if !self.changed.contains(&key) => {
-                self.forwarded.insert(key);
+            Spread::Forward if !self.changed.contains(key) => {
+                self.forwarded.insert(key.into());
             }
             _ => {}
         }
