@@ -1,6 +1,8 @@
 //! The gossip loops: every `push_interval`, push local writes to `r0` random peers and news
-//! received by push on to one peer, and, once the state has been quiet for a round, run one
-//! anti-entropy sync with a random peer; every `pull_interval`, sync with `r0` peers.
+//! received by push on to one peer (each going on to another peer if it misses or, for news,
+//! finds it known), and run one anti-entropy sync with a random peer once the state has been
+//! quiet for a while or, while it changes slowly, every few rounds; every `pull_interval`, sync
+//! with `r0` peers.
 //!
 //! Each request runs in its own task and a peer with a request in flight is skipped, so a slow,
 //! dead or paused peer costs at most one `timeout` and never delays rounds to the others.
@@ -9,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::Method;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -37,16 +38,24 @@ pub async fn run(node: Arc<Node>, config: GossipConfig, stop: CancellationToken)
     let mut pull = tokio::time::interval(config.pull_interval);
     pull.set_missed_tick_behavior(MissedTickBehavior::Delay);
     pull.tick().await;
+    let mut recent = Recent::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = push.tick() => {
                 push_round(&node, config.r0, &mut rng);
+                let (quiet_since, changes) = {
+                    let store = node.read();
+                    (store.last_change(), store.changes())
+                };
                 // While the state changes, pushes are moving it and a sync would compare states
                 // in flux, moving the same records twice; sync once it has been quiet a while.
-                let quiet_since = node.read().last_change();
+                // Under a steady trickle of writes it is never quiet, so a rumour that died
+                // early would wait for the pull: a calm state syncs every few rounds anyway.
                 if now_ms().saturating_sub(quiet_since) >= config.quiet.as_millis() as u64 {
                     sync_round(&node, 1, false, &mut rng);
+                } else if recent.calm(changes) {
+                    sync_round(&node, 1, true, &mut rng);
                 }
             }
             _ = pull.tick() => sync_round(&node, config.r0, true, &mut rng),
@@ -55,6 +64,37 @@ pub async fn run(node: Arc<Node>, config: GossipConfig, stop: CancellationToken)
     flush(&node, config.r0, &mut rng).await;
 }
 
+/// Rounds between the syncs of a state that changes, but slowly.
+const CALM_ROUNDS: usize = 5;
+/// Most records changed over `CALM_ROUNDS` rounds for a state to count as calm: a bulk load
+/// (thousands of records) is left to the pushes.
+const CALM_CHANGES: u64 = 1024;
+
+/// The change counts of the last `CALM_ROUNDS` rounds.
+#[derive(Debug, Default)]
+struct Recent {
+    counts: std::collections::VecDeque<u64>,
+    rounds: usize,
+}
+
+impl Recent {
+    /// Records this round's count; true every `CALM_ROUNDS` rounds when few records changed.
+    fn calm(&mut self, changes: u64) -> bool {
+        if self.counts.len() == CALM_ROUNDS {
+            self.counts.pop_front();
+        }
+        self.counts.push_back(changes);
+        self.rounds += 1;
+        let oldest = self.counts.front().copied().unwrap_or(changes);
+        self.rounds % CALM_ROUNDS == 0 && changes - oldest <= CALM_CHANGES
+    }
+}
+
+/// How many peers one push may try in turn. A push whose peer failed or was busy, and a
+/// forward whose peer already knew all of it, goes on to another peer, so a dead peer or an
+/// unlucky choice never cuts a rumour short (feedback rumour mongering, Demers et al. 1987).
+const PUSH_TRIES: usize = 3;
+
 /// Takes the changed keys and spawns one push per chosen peer with their newest versions: local
 /// writes to `r0` peers, news received by push to one.
 fn push_round(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
@@ -62,14 +102,17 @@ fn push_round(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
         return;
     }
     let (local, forwarded) = take_changes(node);
-    for (bodies, fanout) in [(local, r0), (forwarded, 1)] {
+    for (bodies, fanout, kind) in [(local, r0, Kind::Local), (forwarded, 1, Kind::Forward)] {
         if bodies.is_empty() {
             continue;
         }
-        for peer in node.peers.pick(fanout, rng) {
+        let chosen = node.peers.pick(fanout, rng);
+        for peer in &chosen {
             let node = node.clone();
             let bodies = bodies.clone();
-            tokio::spawn(async move { push_to(&node, &peer, &bodies).await });
+            let tried = chosen.clone();
+            let peer = peer.clone();
+            tokio::spawn(async move { spread(&node, peer, &bodies, kind, tried).await });
         }
     }
 }
@@ -86,28 +129,68 @@ fn take_changes(node: &Node) -> (Vec<Bytes>, Vec<Bytes>) {
     (bodies(&changes.local), bodies(&changes.forwarded))
 }
 
-async fn push_to(node: &Node, peer: &str, bodies: &[Bytes]) {
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Local,
+    Forward,
+}
+
+/// What one push achieved.
+#[derive(Debug, PartialEq)]
+enum Delivery {
+    /// The peer learned something (or, like C19 0.1, did not say).
+    News,
+    /// The peer already held every record.
+    Known,
+    /// The peer had a request in flight, failed or did not answer.
+    Missed,
+}
+
+/// Pushes `bodies` to `peer`, and on to other peers while the push misses or, for a forward,
+/// finds the rumour already known.
+async fn spread(
+    node: &Node,
+    mut peer: String,
+    bodies: &[Bytes],
+    kind: Kind,
+    mut tried: Vec<String>,
+) {
+    for _ in 0..PUSH_TRIES {
+        match push_to(node, &peer, bodies).await {
+            Delivery::News => return,
+            Delivery::Known if kind == Kind::Local => return,
+            Delivery::Known | Delivery::Missed => {}
+        }
+        let Some(next) = node.peers.pick_other(&tried, &mut fastrand::Rng::new()) else {
+            return;
+        };
+        tried.push(next.clone());
+        peer = next;
+    }
+}
+
+async fn push_to(node: &Node, peer: &str, bodies: &[Bytes]) -> Delivery {
     let Some(_busy) = node.peers.claim(peer) else {
-        return;
+        return Delivery::Missed;
     };
+    let mut delivery = Delivery::Known;
     for body in bodies {
         node.metrics.pushes_sent.inc();
-        let result = node
+        match node
             .client
-            .call(
-                Method::PUT,
-                peer,
-                "/",
-                Some(body.clone()),
-                &node.metrics.traffic,
-            )
-            .await;
-        if let Err(e) = result {
-            node.metrics.pushes_failed.inc();
-            tracing::debug!(error = %e, "push failed");
-            return;
+            .push(peer, body.clone(), &node.metrics.traffic)
+            .await
+        {
+            Ok(Some(0)) => {}
+            Ok(_) => delivery = Delivery::News,
+            Err(e) => {
+                node.metrics.pushes_failed.inc();
+                tracing::debug!(error = %e, "push failed");
+                return Delivery::Missed;
+            }
         }
     }
+    delivery
 }
 
 fn sync_round(node: &Arc<Node>, n: usize, force: bool, rng: &mut fastrand::Rng) {
@@ -140,9 +223,10 @@ async fn flush(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
     }
     let (mut bodies, forwarded) = take_changes(node);
     bodies.extend(forwarded);
-    let pushes = node.peers.pick(r0, rng).into_iter().map(|peer| {
-        let bodies = bodies.clone();
-        async move { push_to(node, &peer, &bodies).await }
+    let chosen = node.peers.pick(r0, rng);
+    let pushes = chosen.iter().map(|peer| {
+        let (bodies, tried) = (bodies.clone(), chosen.clone());
+        async move { spread(node, peer.clone(), &bodies, Kind::Local, tried).await }
     });
     futures::future::join_all(pushes).await;
 }
@@ -159,5 +243,20 @@ pub async fn purge_loop(node: Arc<Node>, interval: Duration, stop: CancellationT
                 node.metrics.records_purged.add(purged as u64);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_calm_state_syncs_every_few_rounds_and_a_bulk_load_does_not() {
+        let mut recent = Recent::default();
+        let calm: Vec<bool> = (0..10).map(|i| recent.calm(i * 10)).collect();
+        assert_eq!(calm.iter().filter(|c| **c).count(), 2);
+        assert!(calm[CALM_ROUNDS - 1] && calm[2 * CALM_ROUNDS - 1]);
+        let mut recent = Recent::default();
+        assert!(!(0..10).any(|i| recent.calm(i * 1000)));
     }
 }

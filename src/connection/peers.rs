@@ -114,6 +114,18 @@ impl Peers {
         free[..n].iter().map(|p| (*p).clone()).collect()
     }
 
+    /// One random peer with no request in flight that is not in `tried`: where a push goes when
+    /// its first choice failed, was busy or already knew everything.
+    pub fn pick_other(&self, tried: &[String], rng: &mut fastrand::Rng) -> Option<String> {
+        let list = self.list();
+        let busy = self.in_flight.lock().expect("peer lock");
+        let free: Vec<&String> = list
+            .iter()
+            .filter(|p| !busy.contains(*p) && !tried.contains(p))
+            .collect();
+        (!free.is_empty()).then(|| free[rng.usize(..free.len())].clone())
+    }
+
     /// Claims `peer` for one request; `None` when a request to it is already in flight.
     pub fn claim(&self, peer: &str) -> Option<Busy<'_>> {
         let mut busy = self.in_flight.lock().expect("peer lock");
@@ -162,7 +174,15 @@ mod tests {
         let busy = peers.claim("127.0.0.2:4097").unwrap();
         assert!(peers.claim("127.0.0.2:4097").is_none());
         assert_eq!(peers.pick(5, &mut rng), vec!["127.0.0.3:4097"]);
+        assert_eq!(peers.pick_other(&[], &mut rng).unwrap(), "127.0.0.3:4097");
+        assert_eq!(peers.pick_other(&["127.0.0.3:4097".into()], &mut rng), None);
         drop(busy);
         assert_eq!(peers.pick(5, &mut rng).len(), 2);
+        assert_eq!(
+            peers
+                .pick_other(&["127.0.0.3:4097".into()], &mut rng)
+                .unwrap(),
+            "127.0.0.2:4097"
+        );
     }
 }

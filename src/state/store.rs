@@ -67,6 +67,8 @@ pub struct Store {
     forwarded: HashSet<Box<str>>,
     /// When the state last changed (ms): anti-entropy waits for a quiet state.
     last_change: u64,
+    /// How many records have changed the state so far: how fast it is changing.
+    changes: u64,
 }
 
 impl Store {
@@ -83,6 +85,7 @@ impl Store {
             changed: HashSet::new(),
             forwarded: HashSet::new(),
             last_change: 0,
+            changes: 0,
         }
     }
 
@@ -167,6 +170,7 @@ impl Store {
             self.account(key, &old, false);
         }
         self.last_change = now;
+        self.changes += 1;
         match spread {
             Spread::Push => {
                 self.forwarded.remove(key);
@@ -326,6 +330,11 @@ impl Store {
 
     pub fn has_changes(&self) -> bool {
         !self.changed.is_empty() || !self.forwarded.is_empty()
+    }
+
+    /// How many records have changed the state since it was created.
+    pub fn changes(&self) -> u64 {
+        self.changes
     }
 
     /// When the state last changed (ms since the epoch).
