@@ -2,6 +2,7 @@
 //! sidecar; the operator feeds the agents their peers and reports convergence in the status.
 
 pub mod agents;
+pub mod backoff;
 pub mod context;
 pub mod crd;
 pub mod desired;

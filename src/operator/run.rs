@@ -21,6 +21,7 @@ use kube_leader_election::{LeaseLock, LeaseLockParams};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::backoff::WatchBackoff;
 use super::context::Context;
 use super::crd::C19Group;
 use super::desired::{GROUP_LABEL, Settings};
@@ -218,7 +219,7 @@ pub async fn run(
     let slices_task = {
         let api: Api<EndpointSlice> = api(&client, &args.namespace);
         let events = watcher(api, watcher::Config::default().labels(GROUP_LABEL))
-            .default_backoff()
+            .backoff(WatchBackoff::default())
             .reflect(slices_writer);
         let (changed, stop) = (slices_changed.clone(), stop.clone());
         tokio::spawn(async move {
@@ -247,7 +248,8 @@ pub async fn run(
             owned.clone(),
         )
         .owns(api::<PodDisruptionBudget>(&client, &args.namespace), owned)
-        .reconcile_on(tokio_stream_from(triggered));
+        .reconcile_on(tokio_stream_from(triggered))
+        .trigger_backoff(WatchBackoff::default());
     let groups_store = controller.store();
 
     let observer = {

@@ -14,7 +14,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub bins: PathBuf,
     pub kubeconfig: PathBuf,
-    procs: Vec<(String, Child)>,
+    /// Name, arguments (to restart it) and process of every control-plane component.
+    procs: std::sync::Mutex<Vec<(String, Vec<String>, Child)>>,
 }
 
 /// Runs a command and fails with its output when it fails.
@@ -82,11 +83,11 @@ impl Cluster {
         )
         .unwrap();
 
-        let mut c = Cluster {
+        let c = Cluster {
             dir: dir.to_owned(),
             bins: bins.to_owned(),
             kubeconfig: kubeconfig.clone(),
-            procs: Vec::new(),
+            procs: Default::default(),
         };
         let d = |p: &str| dir.join(p).display().to_string();
         let kc = kubeconfig.display().to_string();
@@ -217,15 +218,41 @@ impl Cluster {
         c
     }
 
-    fn spawn(&mut self, name: &str, args: &[&str]) {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap();
+    /// Kills component `name` (SIGKILL, as a crash or a node loss would), keeps it down for
+    /// `down`, then starts it again with the same arguments.
+    pub fn restart(&self, name: &str, down: Duration) {
+        let (name, args, mut child) = {
+            let mut procs = self.procs.lock().unwrap();
+            let i = procs
+                .iter()
+                .position(|(n, _, _)| n == name)
+                .unwrap_or_else(|| panic!("no component {name}"));
+            procs.remove(i)
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        std::thread::sleep(down);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.spawn(&name, &args);
+    }
+
+    fn spawn(&self, name: &str, args: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .unwrap();
         let child = Command::new(self.bins.join(name))
             .args(args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        self.procs.push((name.to_string(), child));
+        self.procs.lock().unwrap().push((
+            name.to_string(),
+            args.iter().map(|a| a.to_string()).collect(),
+            child,
+        ));
     }
 
     pub fn kubectl_output(&self, args: &[&str]) -> Output {
@@ -285,7 +312,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for (_, child) in self.procs.iter_mut().rev() {
+        for (_, _, child) in self.procs.get_mut().unwrap().iter_mut().rev() {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -1,9 +1,12 @@
 //! The end-to-end scenarios, run in order on one cluster: each leaves the group in a state the
 //! next one starts from, the way a user's session would.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -40,6 +43,18 @@ pub const ALL: &[(&str, Scenario)] = &[
     (
         "a_paused_agent_is_reported_and_recovers",
         a_paused_agent_is_reported_and_recovers,
+    ),
+    (
+        "an_agent_answering_garbage_is_reported_not_fatal",
+        an_agent_answering_garbage_is_reported_not_fatal,
+    ),
+    (
+        "conflicting_writes_to_owned_objects_are_restored",
+        conflicting_writes_to_owned_objects_are_restored,
+    ),
+    (
+        "an_api_server_restart_during_reconciles_is_survived",
+        an_api_server_restart_during_reconciles_is_survived,
     ),
     (
         "a_restarted_operator_converges_without_duplicates",
@@ -126,6 +141,15 @@ impl Ctx {
         eventually("the operator to be ready", T, || {
             (request("127.0.0.1:18080", "GET", "/readyz", None, &[]).0 == 200).then_some(())
         });
+    }
+
+    /// Whether the operator process started last is still running (it never exited on a fault).
+    fn operator_running(&self) -> bool {
+        self.operator
+            .lock()
+            .unwrap()
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     fn kill_operator(&self) {
@@ -505,6 +529,201 @@ fn a_paused_agent_is_reported_and_recovers(ctx: &Ctx) {
         "--timeout=60s",
     ]);
     assert!(ctx.group_status()["unreachable"].is_null());
+}
+
+/// Answers every request with a 200 whose body is not JSON, until dropped.
+struct GarbageAgent {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GarbageAgent {
+    fn bind(addr: &str) -> GarbageAgent {
+        let listener = eventually(&format!("{addr} to be free"), T, || {
+            TcpListener::bind(addr).ok()
+        });
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let body = "{\"digest\": [not json";
+                let _ = conn.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        GarbageAgent {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for GarbageAgent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn an_agent_answering_garbage_is_reported_not_fatal(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    let agents = ctx.sidecars(2);
+    let (pod, ip, _) = agents[1].clone();
+    ctx.kubelet.with(&pod, |s| s.signal("KILL"));
+    let garbage = GarbageAgent::bind(&format!("{ip}:4097"));
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Converged=False",
+        "c19g/demo",
+        "--timeout=60s",
+    ]);
+    let status = ctx.group_status();
+    assert_eq!(status["unreachable"], serde_json::json!([pod]), "{status}");
+    assert_eq!(
+        status["reachable"], 1,
+        "the healthy member is still probed: {status}"
+    );
+    assert!(ctx.operator_running(), "the operator survives garbage");
+    assert_eq!(
+        request("127.0.0.1:18080", "GET", "/healthz", None, &[]).0,
+        200
+    );
+    // The pod is replaced, as a kubelet would after the failing startup probe.
+    drop(garbage);
+    c.kubectl(&["delete", "pod", &pod, "--wait=false"]);
+    let agents = eventually("a replacement agent", T, || {
+        let s = ctx.kubelet.group("demo");
+        (s.len() == 2 && s.iter().all(|(p, _, _)| p != &pod)).then_some(s)
+    });
+    wait_for_full_peer_lists(ctx, &agents);
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Converged",
+        "c19g/demo",
+        "--timeout=90s",
+    ]);
+}
+
+fn conflicting_writes_to_owned_objects_are_restored(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    let config = || {
+        c.kubectl(&[
+            "get",
+            "configmap",
+            "demo-c19",
+            "-o",
+            "jsonpath={.data.config\\.yaml}",
+        ])
+    };
+    let rendered = config();
+    // Someone scales the Deployment behind the group's back, edits the agents' config and
+    // deletes the NetworkPolicy.
+    c.kubectl(&["scale", "deployment", "demo", "--replicas=3"]);
+    c.kubectl(&[
+        "patch",
+        "configmap",
+        "demo-c19",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"config.yaml":"tampered"}}"#,
+    ]);
+    c.kubectl(&["delete", "networkpolicy", "demo-c19"]);
+    eventually("the operator to restore what it owns", T, || {
+        let replicas = c.kubectl(&[
+            "get",
+            "deployment",
+            "demo",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ]);
+        let policy = c
+            .kubectl_output(&["get", "networkpolicy", "demo-c19"])
+            .status
+            .success();
+        (replicas == "2" && config() == rendered && policy).then_some(())
+    });
+    let agents = ctx.sidecars(2);
+    wait_for_full_peer_lists(ctx, &agents);
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Converged",
+        "c19g/demo",
+        "--timeout=90s",
+    ]);
+}
+
+fn an_api_server_restart_during_reconciles_is_survived(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    let config = || {
+        c.kubectl_output(&[
+            "get",
+            "configmap",
+            "demo-c19",
+            "-o",
+            "jsonpath={.data.config\\.yaml}",
+        ])
+    };
+    let has = |push: &str| {
+        let out = config();
+        (out.status.success() && String::from_utf8_lossy(&out.stdout).contains(push)).then_some(())
+    };
+    // A change the operator is working on when the API server goes down (SIGKILL) for 3 s.
+    c.apply_yaml(&group_yaml(2, 250));
+    std::thread::sleep(Duration::from_millis(200));
+    c.restart("kube-apiserver", Duration::from_secs(3));
+    eventually("the API server back", T, || {
+        c.kubectl_output(&["get", "--raw", "/readyz"])
+            .status
+            .success()
+            .then_some(())
+    });
+    eventually("the change reconciled after the restart", T, || {
+        has("push_interval: 250")
+    });
+    assert!(ctx.operator_running(), "the operator rides out the outage");
+    // Its watches came back: a change made after the restart is picked up too.
+    c.apply_yaml(&group_yaml(2, 260));
+    eventually("a change after the restart reconciled", T, || {
+        has("push_interval: 260")
+    });
+    let agents = eventually("two agents on the new config", T, || {
+        let s = ctx.kubelet.group("demo");
+        let fresh = s.iter().all(|(pod, _, _)| {
+            std::fs::read_to_string(ctx.dir.join("pods").join(pod).join("config.yaml"))
+                .unwrap_or_default()
+                .contains("push_interval: 260")
+        });
+        (s.len() == 2 && fresh).then_some(s)
+    });
+    wait_for_full_peer_lists(ctx, &agents);
+    c.kubectl(&[
+        "wait",
+        "--for=condition=Converged",
+        "c19g/demo",
+        "--timeout=90s",
+    ]);
+    assert!(ctx.operator_running());
+    assert_eq!(
+        request("127.0.0.1:18080", "GET", "/readyz", None, &[]).0,
+        200
+    );
 }
 
 fn a_restarted_operator_converges_without_duplicates(ctx: &Ctx) {

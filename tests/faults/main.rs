@@ -294,4 +294,3 @@ fn report(
     )
     .unwrap();
 }
-
