@@ -6,7 +6,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use warp::http::{HeaderValue, Method, StatusCode, header};
 
-use super::client::APPLIED;
 use super::peers::normalize;
 use super::sync::{self, DiffRequest, Offer};
 use crate::http::{self, Request, Response};
@@ -49,7 +48,7 @@ fn handle_authorized(node: &Node, req: Request) -> Response {
     traffic.received.add(req.body.len() as u64);
     let response = match (&req.method, req.path.as_str()) {
         (&Method::GET, "/") => http::json(StatusCode::OK, node.read().dump(now_ms(), true)),
-        (&Method::PUT, "/") => push(node, &req.body),
+        (&Method::PUT, "/") => merge(node, &req.body, Spread::Forward),
         (&Method::GET, "/c19/digest") => http::json_value(StatusCode::OK, &digest_report(node)),
         (&Method::POST, "/c19/sync") => offer(node, &req.body),
         (&Method::POST, "/c19/sync/diff") => diff(node, &req.body),
@@ -105,20 +104,6 @@ fn unauthorized() -> Response {
 fn merge(node: &Node, body: &[u8], spread: Spread) -> Response {
     match sync::apply(node, body, spread) {
         Ok(_) => http::empty(StatusCode::NO_CONTENT),
-        Err(e) => http::error(StatusCode::BAD_REQUEST, e),
-    }
-}
-
-/// `PUT /`: 204 like C19 0.1, with the number of records that were news in a header.
-fn push(node: &Node, body: &[u8]) -> Response {
-    match sync::apply(node, body, Spread::Forward) {
-        Ok(applied) => {
-            let mut response = http::empty(StatusCode::NO_CONTENT);
-            response
-                .headers_mut()
-                .insert(APPLIED, HeaderValue::from(applied));
-            response
-        }
         Err(e) => http::error(StatusCode::BAD_REQUEST, e),
     }
 }

@@ -6,11 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{HeaderMap, Method, Request, StatusCode, header};
-
-/// The response header of `PUT /` that tells the pusher how many records were news to the
-/// receiver, so a forwarder can tell a rumour that went cold from one that spread.
-pub const APPLIED: &str = "c19-applied";
+use hyper::{Method, Request, StatusCode, header};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 
@@ -83,44 +79,6 @@ impl PeerClient {
         body: Option<Bytes>,
         traffic: &Traffic,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        self.exchange(token, method, peer, path, body, traffic)
-            .await
-            .map(|(status, _, bytes)| (status, bytes))
-    }
-
-    /// Pushes a body map with `PUT /`; returns how many records changed the receiver's state
-    /// (`None` from agents that do not say, such as C19 0.1).
-    pub async fn push(
-        &self,
-        peer: &str,
-        body: Bytes,
-        traffic: &Traffic,
-    ) -> Result<Option<usize>, ClientError> {
-        let (_, headers, _) = self
-            .exchange(
-                self.token.as_deref(),
-                Method::PUT,
-                peer,
-                "/",
-                Some(body),
-                traffic,
-            )
-            .await?;
-        Ok(headers
-            .get(APPLIED)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok()))
-    }
-
-    async fn exchange(
-        &self,
-        token: Option<&str>,
-        method: Method,
-        peer: &str,
-        path: &str,
-        body: Option<Bytes>,
-        traffic: &Traffic,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), ClientError> {
         let transport = |message: String| ClientError::Transport {
             peer: peer.to_string(),
             message,
@@ -146,15 +104,15 @@ impl PeerClient {
                 .await
                 .map_err(|e| transport(error_chain(&e)))?;
             let status = resp.status();
-            let (parts, body) = resp.into_parts();
-            let bytes = body
+            let bytes = resp
+                .into_body()
                 .collect()
                 .await
                 .map_err(|e| transport(e.to_string()))?
                 .to_bytes();
-            Ok::<_, ClientError>((status, parts.headers, bytes))
+            Ok::<_, ClientError>((status, bytes))
         };
-        let (status, headers, bytes) = tokio::time::timeout(self.timeout, exchange)
+        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| ClientError::Timeout {
                 peer: peer.to_string(),
@@ -170,7 +128,7 @@ impl PeerClient {
                 body,
             });
         }
-        Ok((status, headers, bytes))
+        Ok((status, bytes))
     }
 }
 

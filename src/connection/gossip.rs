@@ -1,8 +1,7 @@
 //! The gossip loops: every `push_interval`, push local writes to `r0` random peers and news
-//! received by push on to one peer (each going on to another peer if it misses or, for news,
-//! finds it known), and run one anti-entropy sync with a random peer once the state has been
-//! quiet for a while or, while it changes slowly, every few rounds; every `pull_interval`, sync
-//! with `r0` peers.
+//! received by push on to one peer (each going on to another peer if it misses), and run one
+//! anti-entropy sync with a random peer once the state has been quiet for a while or, while it
+//! changes slowly, every few rounds; every `pull_interval`, sync with `r0` peers.
 //!
 //! Each request runs in its own task and a peer with a request in flight is skipped, so a slow,
 //! dead or paused peer costs at most one `timeout` and never delays rounds to the others.
@@ -11,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hyper::Method;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -90,9 +90,8 @@ impl Recent {
     }
 }
 
-/// How many peers one push may try in turn. A push whose peer failed or was busy, and a
-/// forward whose peer already knew all of it, goes on to another peer, so a dead peer or an
-/// unlucky choice never cuts a rumour short (feedback rumour mongering, Demers et al. 1987).
+/// How many peers one push may try in turn: a push whose peer failed, did not answer or was busy
+/// goes on to another, so a fault keeps the fanout it would have had without it.
 const PUSH_TRIES: usize = 3;
 
 /// Takes the changed keys and spawns one push per chosen peer with their newest versions: local
@@ -102,7 +101,7 @@ fn push_round(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
         return;
     }
     let (local, forwarded) = take_changes(node);
-    for (bodies, fanout, kind) in [(local, r0, Kind::Local), (forwarded, 1, Kind::Forward)] {
+    for (bodies, fanout) in [(local, r0), (forwarded, 1)] {
         if bodies.is_empty() {
             continue;
         }
@@ -112,7 +111,7 @@ fn push_round(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
             let bodies = bodies.clone();
             let tried = chosen.clone();
             let peer = peer.clone();
-            tokio::spawn(async move { spread(&node, peer, &bodies, kind, tried).await });
+            tokio::spawn(async move { spread(&node, peer, &bodies, tried).await });
         }
     }
 }
@@ -129,37 +128,12 @@ fn take_changes(node: &Node) -> (Vec<Bytes>, Vec<Bytes>) {
     (bodies(&changes.local), bodies(&changes.forwarded))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
-    Local,
-    Forward,
-}
-
-/// What one push achieved.
-#[derive(Debug, PartialEq)]
-enum Delivery {
-    /// The peer learned something (or, like C19 0.1, did not say).
-    News,
-    /// The peer already held every record.
-    Known,
-    /// The peer had a request in flight, failed or did not answer.
-    Missed,
-}
-
-/// Pushes `bodies` to `peer`, and on to other peers while the push misses or, for a forward,
-/// finds the rumour already known.
-async fn spread(
-    node: &Node,
-    mut peer: String,
-    bodies: &[Bytes],
-    kind: Kind,
-    mut tried: Vec<String>,
-) {
+/// Pushes `bodies` to `peer`, and on to other peers while the push misses, so a dead, paused or
+/// busy peer never costs a rumour one of its first carriers.
+async fn spread(node: &Node, mut peer: String, bodies: &[Bytes], mut tried: Vec<String>) {
     for _ in 0..PUSH_TRIES {
-        match push_to(node, &peer, bodies).await {
-            Delivery::News => return,
-            Delivery::Known if kind == Kind::Local => return,
-            Delivery::Known | Delivery::Missed => {}
+        if push_to(node, &peer, bodies).await {
+            return;
         }
         let Some(next) = node.peers.pick_other(&tried, &mut fastrand::Rng::new()) else {
             return;
@@ -169,28 +143,30 @@ async fn spread(
     }
 }
 
-async fn push_to(node: &Node, peer: &str, bodies: &[Bytes]) -> Delivery {
+/// Whether `peer` took every body.
+async fn push_to(node: &Node, peer: &str, bodies: &[Bytes]) -> bool {
     let Some(_busy) = node.peers.claim(peer) else {
-        return Delivery::Missed;
+        return false;
     };
-    let mut delivery = Delivery::Known;
     for body in bodies {
         node.metrics.pushes_sent.inc();
-        match node
+        let result = node
             .client
-            .push(peer, body.clone(), &node.metrics.traffic)
-            .await
-        {
-            Ok(Some(0)) => {}
-            Ok(_) => delivery = Delivery::News,
-            Err(e) => {
-                node.metrics.pushes_failed.inc();
-                tracing::debug!(error = %e, "push failed");
-                return Delivery::Missed;
-            }
+            .call(
+                Method::PUT,
+                peer,
+                "/",
+                Some(body.clone()),
+                &node.metrics.traffic,
+            )
+            .await;
+        if let Err(e) = result {
+            node.metrics.pushes_failed.inc();
+            tracing::debug!(error = %e, "push failed");
+            return false;
         }
     }
-    delivery
+    true
 }
 
 fn sync_round(node: &Arc<Node>, n: usize, force: bool, rng: &mut fastrand::Rng) {
@@ -226,7 +202,7 @@ async fn flush(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
     let chosen = node.peers.pick(r0, rng);
     let pushes = chosen.iter().map(|peer| {
         let (bodies, tried) = (bodies.clone(), chosen.clone());
-        async move { spread(node, peer.clone(), &bodies, Kind::Local, tried).await }
+        async move { spread(node, peer.clone(), &bodies, tried).await }
     });
     futures::future::join_all(pushes).await;
 }
