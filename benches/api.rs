@@ -1,8 +1,11 @@
 //! The app API of one agent: GET (hit and miss), PUT of one key, PUT of a 100-key batch, DELETE.
 //! For each, the most requests per second 32 connections get (closed loop), then p50/p99/p999
-//! latency at a fixed rate of 70% of that, measured from each request's *scheduled* send time, so a
-//! stall counts against every request it delays (no coordinated omission). Then GET again while
-//! the agent's peers gossip writes to it in the background.
+//! latency at a fixed rate of 70% of that, measured from each request's *scheduled* send time when
+//! an earlier answer delayed it, so a stall counts against every request it delays (no coordinated
+//! omission). Then GET again while
+//! the agent's peers gossip writes to it in the background; then the throughput-latency curve
+//! (plotted to `target/bench/api.png`), and closed-loop runs with wrk against the agent and
+//! redis-benchmark against Redis as a reference, when installed (`scripts/bench-deps`).
 //!
 //!   cargo bench --bench api                 # 3 s per measurement
 //!   C19_BENCH_FULL=1 cargo bench --bench api # 10 s per measurement
@@ -16,7 +19,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use support::{Group, full, percentile, write_report};
+use support::plot::Series;
+use support::{Group, external, full, percentile, write_report};
 
 const CONNECTIONS: usize = 32;
 
@@ -99,7 +103,12 @@ async fn run(addr: &str, op: Op, rate: Option<f64>, duration: Duration) -> Run {
                     if scheduled.duration_since(start) >= duration {
                         break;
                     }
+                    // A request delayed by the previous answer counts from its scheduled time (no
+                    // coordinated omission); one on an idle connection counts from when it was
+                    // sent, so the timer's millisecond granularity is not charged to the agent.
+                    let late = Instant::now() > scheduled;
                     tokio::time::sleep_until(scheduled.into()).await;
+                    let from = if late { scheduled } else { Instant::now() };
                     let req = op.request(&addr, i * CONNECTIONS as u64 + c as u64);
                     match sender.send_request(req).await {
                         Ok(resp) => {
@@ -111,7 +120,7 @@ async fn run(addr: &str, op: Op, rate: Option<f64>, duration: Duration) -> Run {
                         }
                         Err(_) => errors += 1,
                     }
-                    lat.push(scheduled.elapsed().as_secs_f64() * 1e3);
+                    lat.push(from.elapsed().as_secs_f64() * 1e3);
                     i += 1;
                 }
                 (lat, errors)
@@ -176,6 +185,7 @@ async fn main() {
             "errors": max.errors + fixed.errors,
         }));
     };
+    let mut maxima = Vec::new();
     for op in [
         Op::GetHit,
         Op::GetMiss,
@@ -184,9 +194,11 @@ async fn main() {
         Op::Delete,
     ] {
         let max = run(&app, op, None, d).await;
+        maxima.push(max.rps);
         let fixed = run(&app, op, Some(max.rps * 0.7), d).await;
         measure(op.name().to_string(), max, fixed);
     }
+    let sweep = sweep(&app, &[(Op::GetHit, maxima[0]), (Op::PutOne, maxima[2])], d).await;
     // GET while the two peers take 1000 writes per second each and gossip them to this agent.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers: Vec<_> = [g.app(1), g.app(2)]
@@ -214,8 +226,115 @@ async fn main() {
     for w in writers {
         let _ = w.join();
     }
+    let closed = closed_loop(&app, secs);
     write_report(
         "api",
-        &serde_json::json!({"connections": CONNECTIONS, "seconds": secs, "rows": rows}),
+        &serde_json::json!({
+            "connections": CONNECTIONS, "seconds": secs, "rows": rows,
+            "throughput_vs_latency": sweep, "closed_loop": closed,
+        }),
     );
+}
+
+/// p50 and p99 at a series of fixed rates up to the closed-loop maximum: the throughput-latency
+/// curve, printed and plotted.
+async fn sweep(app: &str, ops: &[(Op, f64)], d: Duration) -> serde_json::Value {
+    let mut series = Vec::new();
+    let mut rows = Vec::new();
+    println!("\nthroughput vs latency (fixed rates, latency from scheduled send times)");
+    println!(
+        "{:>14} {:>12} {:>12} {:>9} {:>9}",
+        "operation", "target req/s", "achieved", "p50 ms", "p99 ms"
+    );
+    for (op, max) in ops {
+        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+        for fraction in [0.2, 0.4, 0.6, 0.8, 0.9, 1.0] {
+            let r = run(app, *op, Some(max * fraction), d).await;
+            let (p50, p99) = (
+                percentile(&r.latencies_ms, 0.5),
+                percentile(&r.latencies_ms, 0.99),
+            );
+            println!(
+                "{:>14} {:>12.0} {:>12.0} {:>9.3} {:>9.3}",
+                op.name(),
+                max * fraction,
+                r.rps,
+                p50,
+                p99
+            );
+            p50s.push((r.rps / 1e3, p50));
+            p99s.push((r.rps / 1e3, p99));
+            rows.push(serde_json::json!({
+                "operation": op.name(), "target_rps": max * fraction, "achieved_rps": r.rps,
+                "p50_ms": p50, "p99_ms": p99,
+            }));
+        }
+        series.push(Series {
+            name: format!("{} p50", op.name()),
+            points: p50s,
+        });
+        series.push(Series {
+            name: format!("{} p99", op.name()),
+            points: p99s,
+        });
+    }
+    support::plot::lines(
+        "api",
+        &format!("App API, one agent, {CONNECTIONS} connections"),
+        "throughput (thousand requests/s)",
+        "latency (ms)",
+        &series,
+    );
+    serde_json::Value::Array(rows)
+}
+
+/// wrk against the agent and redis-benchmark against Redis, when installed, with ratios.
+fn closed_loop(app: &str, secs: u64) -> serde_json::Value {
+    let get = external::wrk(&format!("http://{app}/key-1"), CONNECTIONS, secs, None);
+    let put = external::wrk(
+        &format!("http://{app}/w-1"),
+        CONNECTIONS,
+        secs,
+        Some(r#"{"value":"some value"}"#),
+    );
+    let redis = external::redis_reference(CONNECTIONS, if full() { 1_000_000 } else { 200_000 });
+    if get.is_none() && redis.is_none() {
+        println!("\nclosed loop: wrk and redis-benchmark not installed (scripts/bench-deps)");
+        return serde_json::Value::Null;
+    }
+    println!(
+        "\nclosed loop, {CONNECTIONS} connections, 2 client threads (wrk; redis-benchmark for Redis)"
+    );
+    println!(
+        "{:>18} {:>10} {:>9} {:>9} {:>16}",
+        "operation", "req/s", "p50 ms", "p99 ms", "req/s vs Redis"
+    );
+    let redis_rps = |name: &str| {
+        redis
+            .as_ref()
+            .and_then(|r| r.iter().find(|(n, _)| n == name).map(|(_, c)| c.rps))
+    };
+    let mut rows = Vec::new();
+    let mut line = |name: &str, r: Option<external::ClosedLoop>, reference: Option<f64>| {
+        let Some(r) = r else { return };
+        let ratio = reference.map(|x| r.rps / x);
+        println!(
+            "{:>18} {:>10.0} {:>9.3} {:>9.3} {:>16}",
+            name,
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            ratio.map_or("—".into(), |x| format!("{x:.2}"))
+        );
+        rows.push(serde_json::json!({
+            "operation": name, "rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms,
+            "ratio_to_redis": ratio,
+        }));
+    };
+    line("c19 GET (wrk)", get, redis_rps("GET"));
+    line("c19 PUT 1 (wrk)", put, redis_rps("SET"));
+    for (name, r) in redis.iter().flatten() {
+        line(&format!("Redis {name}"), Some(*r), None);
+    }
+    serde_json::Value::Array(rows)
 }

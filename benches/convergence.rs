@@ -44,7 +44,9 @@ fn main() {
         "{:>4} {:>10} {:>9} {:>9} {:>11} {:>11} {:>8} {:>11}",
         "N", "case", "p50 ms", "max ms", "p50 rounds", "max rounds", "theory", "full pulls"
     );
+    let mut cdfs = Vec::new();
     for (idx, &n) in sizes.iter().enumerate() {
+        let mut all_times = Vec::new();
         let g = Group::start(
             "convergence",
             60 + idx as u8,
@@ -111,6 +113,7 @@ fn main() {
                 }
             }
             times.sort_by(f64::total_cmp);
+            all_times.extend(&times);
             let theory = (n as f64).log2() + (n as f64).ln();
             let (p50, max) = (
                 percentile(&times, 0.5),
@@ -133,7 +136,19 @@ fn main() {
                 "theory_rounds": theory, "needed_full_pull": pulls,
             }));
         }
+        all_times.sort_by(f64::total_cmp);
+        cdfs.push(support::plot::Series {
+            name: format!("N = {n}"),
+            points: support::plot::cdf(&all_times),
+        });
     }
+    support::plot::lines(
+        "convergence",
+        &format!("Write readable on every agent (push {PUSH_MS} ms, r0 3, all cases)"),
+        "milliseconds after the write",
+        "fraction of trials",
+        &cdfs,
+    );
     write_report(
         "convergence",
         &serde_json::json!({"push_interval_ms": PUSH_MS, "pull_interval_ms": PULL_MS, "rows": rows}),

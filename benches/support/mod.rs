@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 #[path = "../../tests/common/mod.rs"]
 pub mod common;
+pub mod external;
+pub mod plot;
 
 pub fn full() -> bool {
     std::env::var_os("C19_BENCH_FULL").is_some()

@@ -1,0 +1,160 @@
+//! Closed-loop load generators from Debian (`scripts/bench-deps`), when installed: wrk against an
+//! agent, and Redis with redis-benchmark as the reference line. Both keep a fixed number of
+//! requests in flight, so their latencies understate tails (coordinated omission); the Rust
+//! generator's fixed-rate runs give the honest tail.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Throughput and latency of one closed-loop run.
+#[derive(Debug, Clone, Copy)]
+pub struct ClosedLoop {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+fn installed(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `wrk -t2 -c<connections> --latency` against `url`; `put_body` makes it a PUT of that body.
+pub fn wrk(url: &str, connections: usize, secs: u64, put_body: Option<&str>) -> Option<ClosedLoop> {
+    if !installed("wrk") {
+        return None;
+    }
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{connections}"),
+        &format!("-d{secs}s"),
+        "--latency",
+    ]);
+    let script = super::scratch("wrk.lua");
+    if let Some(body) = put_body {
+        std::fs::write(
+            &script,
+            format!("wrk.method = \"PUT\"\nwrk.body = '{body}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"),
+        )
+        .ok()?;
+        cmd.arg("-s").arg(&script);
+    }
+    let out = cmd.arg(url).output().ok()?;
+    let _ = std::fs::remove_file(&script);
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_wrk(text: &str) -> Option<ClosedLoop> {
+    let duration_ms = |v: &str| -> Option<f64> {
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+        let n: f64 = num.parse().ok()?;
+        Some(match unit {
+            "us" => n / 1e3,
+            "ms" => n,
+            "s" => n * 1e3,
+            _ => return None,
+        })
+    };
+    let percentile = |p: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(p))
+            .and_then(|v| duration_ms(v.trim()))
+    };
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())?;
+    Some(ClosedLoop {
+        rps,
+        p50_ms: percentile("50%")?,
+        p99_ms: percentile("99%")?,
+    })
+}
+
+/// A throwaway redis-server on loopback, killed on drop.
+struct Redis(Child);
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET and SET on Redis with redis-benchmark (`connections` clients, two threads like wrk,
+/// 10k random keys, 16-byte values), or `None` when Redis is not installed.
+pub fn redis_reference(connections: usize, requests: usize) -> Option<Vec<(String, ClosedLoop)>> {
+    if !installed("redis-server") || !installed("redis-benchmark") {
+        return None;
+    }
+    let port = "6390";
+    let _server = Redis(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?,
+    );
+    super::common::wait_for(Duration::from_secs(5), || {
+        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok()
+    })
+    .ok()?;
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            port,
+            "-t",
+            "set,get",
+            "-r",
+            "10000",
+            "-d",
+            "16",
+        ])
+        .args(["--threads", "2", "--csv"])
+        .args(["-c", &connections.to_string(), "-n", &requests.to_string()])
+        .output()
+        .ok()?;
+    parse_redis_csv(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_redis_csv(text: &str) -> Option<Vec<(String, ClosedLoop)>> {
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()?
+        .split(',')
+        .map(|h| h.trim_matches('"').to_string())
+        .collect();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let (rps, p50, p99) = (col("rps")?, col("p50_latency_ms")?, col("p99_latency_ms")?);
+    let rows = lines
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split(',').map(|c| c.trim_matches('"')).collect();
+            Some((
+                cells.first()?.to_string(),
+                ClosedLoop {
+                    rps: cells.get(rps)?.parse().ok()?,
+                    p50_ms: cells.get(p50)?.parse().ok()?,
+                    p99_ms: cells.get(p99)?.parse().ok()?,
+                },
+            ))
+        })
+        .collect::<Vec<_>>();
+    (!rows.is_empty()).then_some(rows)
+}
