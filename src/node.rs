@@ -46,6 +46,8 @@ pub struct Node {
     pub metrics: GossipMetrics,
     pub settings: NodeSettings,
     ready: AtomicBool,
+    /// Set by the gossip loop: the state has changed only slowly over the last rounds.
+    calm: AtomicBool,
 }
 
 impl Node {
@@ -57,7 +59,16 @@ impl Node {
             metrics: GossipMetrics::default(),
             settings,
             ready: AtomicBool::new(false),
+            calm: AtomicBool::new(true),
         }
+    }
+
+    pub fn is_calm(&self) -> bool {
+        self.calm.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_calm(&self, calm: bool) {
+        self.calm.store(calm, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The store; a panic while it was held does not take the agent down with it.

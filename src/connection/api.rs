@@ -152,7 +152,8 @@ fn offer(node: &Node, body: &[u8]) -> Response {
     }
     let store = node.read();
     let changing = now_ms().saturating_sub(store.last_change()) < node.settings.quiet_ms;
-    if !offer.force && changing && offer.digest != store.sync_digest() {
+    let declined = changing && !offer.force && !(offer.calm && node.is_calm());
+    if declined && offer.digest != store.sync_digest() {
         return http::error(StatusCode::CONFLICT, sync::BUSY);
     }
     match sync::answer_offer(&store, &offer) {

@@ -1,7 +1,8 @@
 //! The gossip loops: every `push_interval`, push local writes to `r0` random peers and news
 //! received by push on to one peer (each going on to another peer if it misses), and run one
-//! anti-entropy sync with a random peer once the state has been quiet for a while or, while it
-//! changes slowly, every few rounds; every `pull_interval`, sync with `r0` peers.
+//! anti-entropy sync with a random peer once the state has been quiet for a while (and no bulk
+//! load arrived in the last few rounds) or, while it changes slowly, every few rounds; every
+//! `pull_interval`, sync with `r0` peers.
 //!
 //! Each request runs in its own task and a peer with a request in flight is skipped, so a slow,
 //! dead or paused peer costs at most one `timeout` and never delays rounds to the others.
@@ -14,7 +15,7 @@ use hyper::Method;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use super::sync::{Outcome, sync_with};
+use super::sync::{Outcome, SyncMode, sync_with};
 use crate::node::Node;
 use crate::state::now_ms;
 
@@ -49,16 +50,21 @@ pub async fn run(node: Arc<Node>, config: GossipConfig, stop: CancellationToken)
                     (store.last_change(), store.changes())
                 };
                 // While the state changes, pushes are moving it and a sync would compare states
-                // in flux, moving the same records twice; sync once it has been quiet a while.
+                // in flux, moving the same records twice; sync once it has been quiet a while,
+                // and not right after a bulk load (the next wave of pushes may be on its way).
                 // Under a steady trickle of writes it is never quiet, so a rumour that died
                 // early would wait for the pull: a calm state syncs every few rounds anyway.
-                if now_ms().saturating_sub(quiet_since) >= config.quiet.as_millis() as u64 {
-                    sync_round(&node, 1, false, &mut rng);
-                } else if recent.calm(changes) {
-                    sync_round(&node, 1, true, &mut rng);
+                let calm = recent.record(changes);
+                node.set_calm(calm);
+                let quiet =
+                    now_ms().saturating_sub(quiet_since) >= config.quiet.as_millis() as u64;
+                if quiet && calm {
+                    sync_round(&node, 1, SyncMode::Quiet, &mut rng);
+                } else if calm && recent.rounds % CALM_ROUNDS == 0 {
+                    sync_round(&node, 1, SyncMode::Calm, &mut rng);
                 }
             }
-            _ = pull.tick() => sync_round(&node, config.r0, true, &mut rng),
+            _ = pull.tick() => sync_round(&node, config.r0, SyncMode::Forced, &mut rng),
         }
     }
     flush(&node, config.r0, &mut rng).await;
@@ -78,15 +84,15 @@ struct Recent {
 }
 
 impl Recent {
-    /// Records this round's count; true every `CALM_ROUNDS` rounds when few records changed.
-    fn calm(&mut self, changes: u64) -> bool {
+    /// Records this round's count; whether few records changed over the last rounds.
+    fn record(&mut self, changes: u64) -> bool {
         if self.counts.len() == CALM_ROUNDS {
             self.counts.pop_front();
         }
         self.counts.push_back(changes);
         self.rounds += 1;
         let oldest = self.counts.front().copied().unwrap_or(changes);
-        self.rounds % CALM_ROUNDS == 0 && changes - oldest <= CALM_CHANGES
+        changes - oldest <= CALM_CHANGES
     }
 }
 
@@ -169,7 +175,7 @@ async fn push_to(node: &Node, peer: &str, bodies: &[Bytes]) -> bool {
     true
 }
 
-fn sync_round(node: &Arc<Node>, n: usize, force: bool, rng: &mut fastrand::Rng) {
+fn sync_round(node: &Arc<Node>, n: usize, mode: SyncMode, rng: &mut fastrand::Rng) {
     for peer in node.peers.pick(n, rng) {
         let node = node.clone();
         tokio::spawn(async move {
@@ -177,7 +183,7 @@ fn sync_round(node: &Arc<Node>, n: usize, force: bool, rng: &mut fastrand::Rng) 
                 return;
             };
             node.metrics.syncs_sent.inc();
-            match sync_with(&node, &peer, force).await {
+            match sync_with(&node, &peer, mode).await {
                 Ok(Outcome::Equal) => node.metrics.syncs_equal.inc(),
                 Ok(Outcome::Busy) => {}
                 Ok(Outcome::Exchanged { received, sent }) => {
@@ -229,10 +235,15 @@ mod tests {
     #[test]
     fn a_calm_state_syncs_every_few_rounds_and_a_bulk_load_does_not() {
         let mut recent = Recent::default();
-        let calm: Vec<bool> = (0..10).map(|i| recent.calm(i * 10)).collect();
-        assert_eq!(calm.iter().filter(|c| **c).count(), 2);
-        assert!(calm[CALM_ROUNDS - 1] && calm[2 * CALM_ROUNDS - 1]);
+        assert!((0..10).all(|i| recent.record(i * 10)));
         let mut recent = Recent::default();
-        assert!(!(0..10).any(|i| recent.calm(i * 1000)));
+        let calm: Vec<bool> = (0..10).map(|i| recent.record(i * 1000)).collect();
+        assert_eq!(
+            calm,
+            [
+                true, true, false, false, false, false, false, false, false, false
+            ]
+        );
+        assert_eq!(recent.rounds, 10);
     }
 }

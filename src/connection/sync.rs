@@ -24,6 +24,21 @@ pub struct Offer {
     /// responder declines, since pushes are still moving its state.
     #[serde(default)]
     pub force: bool,
+    /// The requester's state changes only slowly: a responder whose state does too takes part
+    /// even though it is not quiet; one in the middle of a bulk load declines.
+    #[serde(default)]
+    pub calm: bool,
+}
+
+/// Why an agent starts a sync, which decides whether a busy peer may decline it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Its state has been quiet for a while.
+    Quiet,
+    /// Its state changes, but slowly (every few rounds).
+    Calm,
+    /// The periodic pull: never declined.
+    Forced,
 }
 
 /// Why a responder declined an offer.
@@ -136,8 +151,8 @@ pub enum Outcome {
     },
 }
 
-/// Runs one anti-entropy exchange with `peer`; `force` for the periodic pull.
-pub async fn sync_with(node: &Node, peer: &str, force: bool) -> Result<Outcome, SyncError> {
+/// Runs one anti-entropy exchange with `peer`.
+pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcome, SyncError> {
     let protocol = |message: String| SyncError::Protocol {
         peer: peer.to_string(),
         message,
@@ -150,7 +165,8 @@ pub async fn sync_with(node: &Node, peer: &str, force: bool) -> Result<Outcome, 
     let offer = serde_json::to_vec(&Offer {
         digest,
         count,
-        force,
+        force: mode == SyncMode::Forced,
+        calm: mode == SyncMode::Calm,
     })
     .expect("offer serializes");
     let sent = node
@@ -174,35 +190,44 @@ pub async fn sync_with(node: &Node, peer: &str, force: bool) -> Result<Outcome, 
             theirs.buckets.len()
         )));
     }
-    let request = {
+    let (request, empty) = {
         let store = node.read();
-        let ids = differing(&store.buckets(count), &theirs.buckets);
-        DiffRequest {
+        let (empty, compare) = split_empty(
+            differing(&store.buckets(count), &theirs.buckets),
+            &theirs.buckets,
+        );
+        let request = DiffRequest {
             count,
-            fingerprints: store.fingerprints_in(count, &ids),
-        }
+            fingerprints: store.fingerprints_in(count, &compare),
+        };
+        (request, empty)
     };
-    if request.fingerprints.is_empty() {
+    if request.fingerprints.is_empty() && empty.is_empty() {
         return Ok(Outcome::Equal);
     }
-    let request = serde_json::to_vec(&request).expect("diff serializes");
-    let (_, body) = node
-        .client
-        .call(
-            Method::POST,
-            peer,
-            "/c19/sync/diff",
-            Some(request.into()),
-            traffic,
-        )
-        .await?;
-    let reply: DiffReply = serde_json::from_slice(&body).map_err(|e| protocol(e.to_string()))?;
-    let received = apply(node, reply.entries.get().as_bytes(), Spread::Quiet)
-        .map_err(|e| protocol(e.to_string()))?;
-    let want: HashSet<u64> = reply.want.into_iter().collect();
+    let (mut received, mut want) = (0, HashSet::new());
+    if !request.fingerprints.is_empty() {
+        let request = serde_json::to_vec(&request).expect("diff serializes");
+        let (_, body) = node
+            .client
+            .call(
+                Method::POST,
+                peer,
+                "/c19/sync/diff",
+                Some(request.into()),
+                traffic,
+            )
+            .await?;
+        let reply: DiffReply =
+            serde_json::from_slice(&body).map_err(|e| protocol(e.to_string()))?;
+        received = apply(node, reply.entries.get().as_bytes(), Spread::Quiet)
+            .map_err(|e| protocol(e.to_string()))?;
+        want = reply.want.into_iter().collect();
+    }
     let (body, sent) = {
         let store = node.read();
-        let keys = store.keys_with_fingerprints(&want);
+        let mut keys = store.keys_with_fingerprints(&want);
+        keys.extend(store.keys_unknown_to(count, &empty, &HashSet::new()));
         (store.render(keys.iter().copied()), keys.len())
     };
     if sent > 0 {
@@ -217,6 +242,15 @@ pub async fn sync_with(node: &Node, peer: &str, force: bool) -> Result<Outcome, 
             .await?;
     }
     Ok(Outcome::Exchanged { received, sent })
+}
+
+/// Splits differing buckets into those the peer holds nothing in (digest 0: the XOR of no
+/// fingerprints), whose records are simply sent, and those whose fingerprints must be compared.
+/// Sending fingerprints for a bucket the peer lacks entirely would cost a third of the records'
+/// size again, twice (ours there, theirs back as `want`). A non-empty bucket whose fingerprints
+/// XOR to 0 (odds 2^-64) only means sending records it may hold: merging is idempotent.
+pub fn split_empty(ids: HashSet<usize>, theirs: &[u64]) -> (HashSet<usize>, HashSet<usize>) {
+    ids.into_iter().partition(|b| theirs[*b] == 0)
 }
 
 #[cfg(test)]
@@ -245,7 +279,8 @@ mod tests {
     }
 
     /// Runs the protocol between two stores without I/O and returns both afterwards.
-    fn exchange(mut a: Store, mut b: Store) -> (Store, Store, usize) {
+    /// Runs the protocol as `sync_with` does; also returns how many fingerprints `a` sent.
+    fn exchange_counting(mut a: Store, mut b: Store) -> (Store, Store, usize, usize) {
         let count = bucket_count(a.len());
         let Some(theirs) = answer_offer(
             &b,
@@ -253,16 +288,21 @@ mod tests {
                 digest: a.sync_digest(),
                 count,
                 force: true,
+                calm: false,
             },
         )
         .unwrap() else {
-            return (a, b, 0);
+            return (a, b, 0, 0);
         };
-        let ids = differing(&a.buckets(count), &theirs.buckets);
+        let (empty, compare) = split_empty(
+            differing(&a.buckets(count), &theirs.buckets),
+            &theirs.buckets,
+        );
         let req = DiffRequest {
             count,
-            fingerprints: a.fingerprints_in(count, &ids),
+            fingerprints: a.fingerprints_in(count, &compare),
         };
+        let fingerprints = req.fingerprints.values().map(Vec::len).sum();
         let reply = answer_diff(&b, &req).unwrap();
         let got = parse_batch(
             reply.entries.get().as_bytes(),
@@ -281,6 +321,7 @@ mod tests {
         let keys: Vec<String> = a
             .keys_with_fingerprints(&want)
             .into_iter()
+            .chain(a.keys_unknown_to(count, &empty, &HashSet::new()))
             .map(String::from)
             .collect();
         let body = a.render(keys.iter().map(|k| k.as_str()));
@@ -297,7 +338,31 @@ mod tests {
         for (k, e) in sent {
             b.merge_incoming(&k, e, 10, Spread::Quiet);
         }
+        (a, b, moved, fingerprints)
+    }
+
+    fn exchange(a: Store, b: Store) -> (Store, Store, usize) {
+        let (a, b, moved, _) = exchange_counting(a, b);
         (a, b, moved)
+    }
+
+    #[test]
+    fn a_peer_lacking_whole_buckets_gets_their_records_without_fingerprints() {
+        let pairs: Vec<(String, String, u64)> = (0..64)
+            .map(|i| (format!("k{i}"), format!("{i}"), 1 + i as u64))
+            .collect();
+        let pairs: Vec<(&str, &str, u64)> = pairs
+            .iter()
+            .map(|(k, v, ts)| (k.as_str(), v.as_str(), *ts))
+            .collect();
+        let (a, b, moved, fingerprints) = exchange_counting(store(&pairs), store(&[]));
+        assert_eq!((moved, fingerprints), (64, 0));
+        assert_eq!(a.sync_digest(), b.sync_digest());
+        // A peer holding part of the state still compares fingerprints, and ends equal.
+        let (a, b, moved, fingerprints) = exchange_counting(store(&pairs), store(&pairs[..60]));
+        assert_eq!(moved, 4);
+        assert!(fingerprints > 0 && fingerprints < 64, "{fingerprints}");
+        assert_eq!(a.sync_digest(), b.sync_digest());
     }
 
     #[test]
@@ -339,6 +404,7 @@ mod tests {
                     digest: 1,
                     count: 3,
                     force: false,
+                    calm: false,
                 }
             )
             .is_err()
