@@ -20,6 +20,9 @@ pub struct GossipMetrics {
     pub records_applied: Counter,
     pub records_purged: Counter,
     pub traffic: Traffic,
+    /// Body bytes of the syncs this agent started, both ways: what anti-entropy costs next to
+    /// the pushes.
+    pub sync_bytes: Counter,
 }
 
 /// The fixed settings of a node, from its config.

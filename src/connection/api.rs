@@ -152,7 +152,10 @@ fn offer(node: &Node, body: &[u8]) -> Response {
     }
     let store = node.read();
     let changing = now_ms().saturating_sub(store.last_change()) < node.settings.quiet_ms;
-    let declined = changing && !offer.force && !(offer.calm && node.is_calm());
+    // Pushes are still moving a changing state, and the next wave of a bulk load may be on its
+    // way to one that just took one: only the periodic pull overrides that, and a calm offer
+    // may meet a calm state that changes slowly.
+    let declined = !offer.force && (!node.is_calm() || (changing && !offer.calm));
     if declined && offer.digest != store.sync_digest() {
         return http::error(StatusCode::CONFLICT, sync::BUSY);
     }
@@ -271,6 +274,11 @@ fn metrics(node: &Node) -> String {
             "c19_bytes_received_total",
             "Body bytes received from peers.",
             m.traffic.received.get(),
+        )
+        .counter(
+            "c19_sync_bytes_total",
+            "Body bytes of the syncs this agent started, both ways.",
+            m.sync_bytes.get(),
         )
         .finish()
 }

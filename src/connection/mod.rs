@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod client;
+pub mod fingerprints;
 pub mod gossip;
 pub mod peer_provider;
 pub mod peers;

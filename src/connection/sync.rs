@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::client::ClientError;
+use super::fingerprints::{FingerprintError, decode, encode, short};
 use crate::node::Node;
 use crate::state::digest::{bucket_count, valid_count};
 use crate::state::{BodyError, Origin, Spread, Store, body::parse_batch, now_ms};
@@ -50,20 +51,23 @@ pub struct Buckets {
     pub buckets: Vec<u64>,
 }
 
-/// Second step: the fingerprints of the requester's records in the buckets that differ.
+/// Second step: the short fingerprints of the requester's records in the buckets that differ.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiffRequest {
     pub count: usize,
-    pub fingerprints: HashMap<usize, Vec<u64>>,
+    /// Drawn per sync; see [`fingerprints`](super::fingerprints).
+    pub salt: u64,
+    /// Per bucket, base64 of 32-bit fingerprints.
+    pub fingerprints: HashMap<usize, String>,
 }
 
-/// The responder's records the requester lacks, and the fingerprints it wants in return.
+/// The responder's records the requester lacks, and the (short) fingerprints it wants in return.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiffReply {
     pub entries: Box<RawValue>,
-    pub want: Vec<u64>,
+    pub want: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +80,8 @@ pub enum SyncError {
     BadCount(usize),
     #[error("bucket {0} is out of range")]
     BadBucket(usize),
+    #[error(transparent)]
+    Fingerprints(#[from] FingerprintError),
 }
 
 /// The responder's side of an offer: `None` when the states are equal.
@@ -100,18 +106,54 @@ pub fn answer_diff(store: &Store, req: &DiffRequest) -> Result<DiffReply, SyncEr
         return Err(SyncError::BadBucket(*b));
     }
     let ids: HashSet<usize> = req.fingerprints.keys().copied().collect();
-    let theirs: HashSet<u64> = req.fingerprints.values().flatten().copied().collect();
-    let ours: HashSet<u64> = store
+    let mut theirs = HashSet::new();
+    for text in req.fingerprints.values() {
+        theirs.extend(decode(text)?);
+    }
+    let ours: HashSet<u32> = store
         .fingerprints_in(req.count, &ids)
         .into_values()
         .flatten()
+        .map(|fp| short(fp, req.salt))
         .collect();
-    let entries = store.render(store.keys_unknown_to(req.count, &ids, &theirs));
+    let entries = store.render(
+        store.keys_in_buckets(req.count, &ids, |fp| !theirs.contains(&short(fp, req.salt))),
+    );
     let entries =
         RawValue::from_string(String::from_utf8(entries).expect("rendered JSON is UTF-8"))
             .expect("rendered JSON is valid");
-    let want = theirs.difference(&ours).copied().collect();
+    let want = encode(theirs.difference(&ours).copied());
     Ok(DiffReply { entries, want })
+}
+
+/// The requester's diff for the buckets to `compare`, under a fresh salt.
+pub fn diff_request(store: &Store, count: usize, compare: &HashSet<usize>) -> DiffRequest {
+    let salt = fastrand::u64(..);
+    DiffRequest {
+        count,
+        salt,
+        fingerprints: store
+            .fingerprints_in(count, compare)
+            .into_iter()
+            .map(|(b, fps)| (b, encode(fps.into_iter().map(|fp| short(fp, salt)))))
+            .collect(),
+    }
+}
+
+/// The keys the requester sends last: those whose short fingerprint the responder wants, and
+/// everything in the buckets the responder lacks entirely.
+pub fn keys_to_send<'a>(
+    store: &'a Store,
+    request: &DiffRequest,
+    want: &HashSet<u32>,
+    empty: &HashSet<usize>,
+) -> Vec<&'a str> {
+    let compared: HashSet<usize> = request.fingerprints.keys().copied().collect();
+    let mut keys = store.keys_in_buckets(request.count, &compared, |fp| {
+        want.contains(&short(fp, request.salt))
+    });
+    keys.extend(store.keys_in_buckets(request.count, empty, |_| true));
+    keys
 }
 
 /// Buckets whose digests differ.
@@ -169,6 +211,8 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
         calm: mode == SyncMode::Calm,
     })
     .expect("offer serializes");
+    let cost = &node.metrics.sync_bytes;
+    cost.add(offer.len() as u64);
     let sent = node
         .client
         .call(Method::POST, peer, "/c19/sync", Some(offer.into()), traffic)
@@ -183,6 +227,7 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
     if status == hyper::StatusCode::NO_CONTENT {
         return Ok(Outcome::Equal);
     }
+    cost.add(body.len() as u64);
     let theirs: Buckets = serde_json::from_slice(&body).map_err(|e| protocol(e.to_string()))?;
     if theirs.buckets.len() != count {
         return Err(protocol(format!(
@@ -196,41 +241,42 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
             differing(&store.buckets(count), &theirs.buckets),
             &theirs.buckets,
         );
-        let request = DiffRequest {
-            count,
-            fingerprints: store.fingerprints_in(count, &compare),
-        };
-        (request, empty)
+        (diff_request(&store, count, &compare), empty)
     };
     if request.fingerprints.is_empty() && empty.is_empty() {
         return Ok(Outcome::Equal);
     }
     let (mut received, mut want) = (0, HashSet::new());
     if !request.fingerprints.is_empty() {
-        let request = serde_json::to_vec(&request).expect("diff serializes");
+        let encoded = serde_json::to_vec(&request).expect("diff serializes");
+        cost.add(encoded.len() as u64);
         let (_, body) = node
             .client
             .call(
                 Method::POST,
                 peer,
                 "/c19/sync/diff",
-                Some(request.into()),
+                Some(encoded.into()),
                 traffic,
             )
             .await?;
+        cost.add(body.len() as u64);
         let reply: DiffReply =
             serde_json::from_slice(&body).map_err(|e| protocol(e.to_string()))?;
         received = apply(node, reply.entries.get().as_bytes(), Spread::Quiet)
             .map_err(|e| protocol(e.to_string()))?;
-        want = reply.want.into_iter().collect();
+        want = decode(&reply.want)
+            .map_err(|e| protocol(e.to_string()))?
+            .into_iter()
+            .collect();
     }
     let (body, sent) = {
         let store = node.read();
-        let mut keys = store.keys_with_fingerprints(&want);
-        keys.extend(store.keys_unknown_to(count, &empty, &HashSet::new()));
+        let keys = keys_to_send(&store, &request, &want, &empty);
         (store.render(keys.iter().copied()), keys.len())
     };
     if sent > 0 {
+        cost.add(body.len() as u64);
         node.client
             .call(
                 Method::POST,
@@ -298,11 +344,12 @@ mod tests {
             differing(&a.buckets(count), &theirs.buckets),
             &theirs.buckets,
         );
-        let req = DiffRequest {
-            count,
-            fingerprints: a.fingerprints_in(count, &compare),
-        };
-        let fingerprints = req.fingerprints.values().map(Vec::len).sum();
+        let req = diff_request(&a, count, &compare);
+        let fingerprints = req
+            .fingerprints
+            .values()
+            .map(|f| decode(f).unwrap().len())
+            .sum();
         let reply = answer_diff(&b, &req).unwrap();
         let got = parse_batch(
             reply.entries.get().as_bytes(),
@@ -317,11 +364,9 @@ mod tests {
         for (k, e) in got {
             a.merge_incoming(&k, e, 10, Spread::Quiet);
         }
-        let want: HashSet<u64> = reply.want.into_iter().collect();
-        let keys: Vec<String> = a
-            .keys_with_fingerprints(&want)
+        let want: HashSet<u32> = decode(&reply.want).unwrap().into_iter().collect();
+        let keys: Vec<String> = keys_to_send(&a, &req, &want, &empty)
             .into_iter()
-            .chain(a.keys_unknown_to(count, &empty, &HashSet::new()))
             .map(String::from)
             .collect();
         let body = a.render(keys.iter().map(|k| k.as_str()));
@@ -411,11 +456,21 @@ mod tests {
         );
         let req = DiffRequest {
             count: 4,
-            fingerprints: [(9, vec![])].into(),
+            salt: 0,
+            fingerprints: [(9, String::new())].into(),
         };
         assert!(matches!(
             answer_diff(&s, &req),
             Err(SyncError::BadBucket(9))
+        ));
+        let req = DiffRequest {
+            count: 4,
+            salt: 0,
+            fingerprints: [(1, "not base64!".to_string())].into(),
+        };
+        assert!(matches!(
+            answer_diff(&s, &req),
+            Err(SyncError::Fingerprints(_))
         ));
     }
 }

@@ -293,29 +293,20 @@ impl Store {
         out
     }
 
-    /// Keys in the given buckets whose record's fingerprint is not in `known`.
-    pub fn keys_unknown_to(
+    /// Keys in the given buckets (at `count` buckets) whose record's fingerprint passes `keep`.
+    pub fn keys_in_buckets(
         &self,
         count: usize,
         buckets: &HashSet<usize>,
-        known: &HashSet<u64>,
+        keep: impl Fn(u64) -> bool,
     ) -> Vec<&str> {
-        self.entries
-            .iter()
-            .filter(|(_, s)| buckets.contains(&(s.bucket as usize & (count - 1))))
-            .filter(|(_, s)| !known.contains(&s.fingerprint))
-            .map(|(k, _)| &**k)
-            .collect()
-    }
-
-    /// Keys whose current record has one of these fingerprints.
-    pub fn keys_with_fingerprints(&self, wanted: &HashSet<u64>) -> Vec<&str> {
-        if wanted.is_empty() {
+        if buckets.is_empty() {
             return Vec::new();
         }
         self.entries
             .iter()
-            .filter(|(_, s)| wanted.contains(&s.fingerprint))
+            .filter(|(_, s)| buckets.contains(&(s.bucket as usize & (count - 1))))
+            .filter(|(_, s)| keep(s.fingerprint))
             .map(|(k, _)| &**k)
             .collect()
     }
@@ -568,6 +559,9 @@ mod tests {
         assert_eq!(differ.len(), 1);
         let fa = a.fingerprints_in(count, &differ);
         let known: HashSet<u64> = fa.values().flatten().copied().collect();
-        assert_eq!(b.keys_unknown_to(count, &differ, &known), vec!["k7"]);
+        assert_eq!(
+            b.keys_in_buckets(count, &differ, |fp| !known.contains(&fp)),
+            vec!["k7"]
+        );
     }
 }
