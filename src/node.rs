@@ -23,6 +23,8 @@ pub struct GossipMetrics {
     /// Body bytes of the syncs this agent started, both ways: what anti-entropy costs next to
     /// the pushes.
     pub sync_bytes: Counter,
+    /// Records moved by those syncs, both ways: what pushes left for anti-entropy to repair.
+    pub sync_records: Counter,
 }
 
 /// The fixed settings of a node, from its config.

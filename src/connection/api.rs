@@ -280,5 +280,10 @@ fn metrics(node: &Node) -> String {
             "Body bytes of the syncs this agent started, both ways.",
             m.sync_bytes.get(),
         )
+        .counter(
+            "c19_sync_records_total",
+            "Records moved by the syncs this agent started, both ways.",
+            m.sync_records.get(),
+        )
         .finish()
 }

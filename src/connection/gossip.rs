@@ -187,6 +187,7 @@ fn sync_round(node: &Arc<Node>, n: usize, mode: SyncMode, rng: &mut fastrand::Rn
                 Ok(Outcome::Equal) => node.metrics.syncs_equal.inc(),
                 Ok(Outcome::Busy) => {}
                 Ok(Outcome::Exchanged { received, sent }) => {
+                    node.metrics.sync_records.add((received + sent) as u64);
                     tracing::debug!(%peer, received, sent, "anti-entropy exchanged records");
                 }
                 Err(e) => {

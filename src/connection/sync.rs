@@ -49,6 +49,10 @@ pub const BUSY: &str = "state changing; sync later";
 #[serde(deny_unknown_fields)]
 pub struct Buckets {
     pub buckets: Vec<u64>,
+    /// How many records the responder holds, so that the larger side can leave the fingerprint
+    /// exchange to the smaller one.
+    #[serde(default)]
+    pub records: Option<usize>,
 }
 
 /// Second step: the short fingerprints of the requester's records in the buckets that differ.
@@ -94,6 +98,7 @@ pub fn answer_offer(store: &Store, offer: &Offer) -> Result<Option<Buckets>, Syn
     }
     Ok(Some(Buckets {
         buckets: store.buckets(offer.count),
+        records: Some(store.len()),
     }))
 }
 
@@ -200,9 +205,9 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
         message,
     };
     let traffic = &node.metrics.traffic;
-    let (digest, count) = {
+    let (digest, count, records) = {
         let store = node.read();
-        (store.sync_digest(), bucket_count(store.len()))
+        (store.sync_digest(), bucket_count(store.len()), store.len())
     };
     let offer = serde_json::to_vec(&Offer {
         digest,
@@ -234,6 +239,9 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
             "{} buckets, expected {count}",
             theirs.buckets.len()
         )));
+    }
+    if mode != SyncMode::Forced && leave_to_peer(records, theirs.records) {
+        return Ok(Outcome::Busy);
     }
     let (request, empty) = {
         let store = node.read();
@@ -288,6 +296,16 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
             .await?;
     }
     Ok(Outcome::Exchanged { received, sent })
+}
+
+/// Whether a peer holding far fewer records should run this exchange itself. The side that
+/// sends fingerprints pays for every record it holds in the differing buckets, and a peer that
+/// lacks many records (a bulk load still arriving, a member catching up) makes most buckets
+/// differ: its own syncs send its smaller list and move the same records both ways. A peer that
+/// holds nothing in a bucket still gets it straight away from whoever syncs with it, and the
+/// periodic pull always runs in full.
+pub fn leave_to_peer(ours: usize, theirs: Option<usize>) -> bool {
+    theirs.is_some_and(|theirs| theirs > 0 && theirs + (ours / 64).max(64) < ours)
 }
 
 /// Splits differing buckets into those the peer holds nothing in (digest 0: the XOR of no
@@ -389,6 +407,25 @@ mod tests {
     fn exchange(a: Store, b: Store) -> (Store, Store, usize) {
         let (a, b, moved, _) = exchange_counting(a, b);
         (a, b, moved)
+    }
+
+    #[test]
+    fn the_larger_side_leaves_a_big_difference_to_the_smaller() {
+        assert!(leave_to_peer(100_000, Some(50_000)));
+        assert!(
+            !leave_to_peer(100_000, Some(99_000)),
+            "small differences: either side"
+        );
+        assert!(!leave_to_peer(100, Some(90)));
+        assert!(
+            !leave_to_peer(50_000, Some(100_000)),
+            "the smaller side syncs"
+        );
+        assert!(
+            !leave_to_peer(100_000, Some(0)),
+            "an empty peer gets everything directly"
+        );
+        assert!(!leave_to_peer(100_000, None), "agents that do not say");
     }
 
     #[test]
