@@ -56,6 +56,12 @@ impl PeerClient {
         }
     }
 
+    /// How long a peer found silent is avoided: two timeouts, so a cut-off peer is retried about
+    /// every third round of its would-be pushes rather than costing each of them a timeout.
+    pub fn suspect_for(&self) -> Duration {
+        self.timeout * 2
+    }
+
     /// Sends one request with this client's token and returns the status and body of a 2xx answer.
     pub async fn call(
         &self,

@@ -166,6 +166,8 @@ async fn push_to(node: &Node, peer: &str, bodies: &[Bytes]) -> bool {
                 &node.metrics.traffic,
             )
             .await;
+        node.peers
+            .report(peer, result.is_ok(), node.client.suspect_for());
         if let Err(e) = result {
             node.metrics.pushes_failed.inc();
             tracing::debug!(error = %e, "push failed");
@@ -183,7 +185,10 @@ fn sync_round(node: &Arc<Node>, n: usize, mode: SyncMode, rng: &mut fastrand::Rn
                 return;
             };
             node.metrics.syncs_sent.inc();
-            match sync_with(&node, &peer, mode).await {
+            let outcome = sync_with(&node, &peer, mode).await;
+            node.peers
+                .report(&peer, outcome.is_ok(), node.client.suspect_for());
+            match outcome {
                 Ok(Outcome::Equal) => node.metrics.syncs_equal.inc(),
                 Ok(Outcome::Busy) => {}
                 Ok(Outcome::Exchanged { received, sent }) => {

@@ -1,8 +1,9 @@
 //! The current peer list, as the peer provider last set it, and the choice of whom to gossip with.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PeerError {
@@ -46,6 +47,9 @@ pub struct Peers {
     current: RwLock<Arc<Vec<String>>>,
     own: HashSet<String>,
     in_flight: Mutex<HashSet<String>>,
+    /// Peers whose last request failed, until when: chosen only when too few others are free,
+    /// so pushes keep reaching live peers while some are cut off.
+    suspects: Mutex<HashMap<String, Instant>>,
 }
 
 /// Marks a peer busy while a request to it is in flight; dropping it frees the peer.
@@ -72,6 +76,7 @@ impl Peers {
             current: RwLock::default(),
             own,
             in_flight: Mutex::default(),
+            suspects: Mutex::default(),
         }
     }
 
@@ -101,29 +106,46 @@ impl Peers {
     }
 
     /// Up to `n` distinct random peers with no request in flight, so that one slow or paused
-    /// peer never holds back gossip to the others.
+    /// peer never holds back gossip to the others; suspected peers only when too few others are
+    /// free.
     pub fn pick(&self, n: usize, rng: &mut fastrand::Rng) -> Vec<String> {
-        let list = self.list();
-        let busy = self.in_flight.lock().expect("peer lock");
-        let mut free: Vec<&String> = list.iter().filter(|p| !busy.contains(*p)).collect();
-        let n = n.min(free.len());
-        for i in 0..n {
-            let j = rng.usize(i..free.len());
-            free.swap(i, j);
-        }
-        free[..n].iter().map(|p| (*p).clone()).collect()
+        self.choose(n, &[], rng)
     }
 
     /// One random peer with no request in flight that is not in `tried`: where a push goes when
-    /// its first choice failed, was busy or already knew everything.
+    /// its first choice failed or was busy.
     pub fn pick_other(&self, tried: &[String], rng: &mut fastrand::Rng) -> Option<String> {
+        self.choose(1, tried, rng).pop()
+    }
+
+    fn choose(&self, n: usize, exclude: &[String], rng: &mut fastrand::Rng) -> Vec<String> {
         let list = self.list();
         let busy = self.in_flight.lock().expect("peer lock");
-        let free: Vec<&String> = list
+        let now = Instant::now();
+        let suspects = self.suspects.lock().expect("peer lock");
+        let suspected = |p: &String| suspects.get(p).is_some_and(|until| *until > now);
+        let (mut trusted, mut doubted): (Vec<&String>, Vec<&String>) = list
             .iter()
-            .filter(|p| !busy.contains(*p) && !tried.contains(p))
-            .collect();
-        (!free.is_empty()).then(|| free[rng.usize(..free.len())].clone())
+            .filter(|p| !busy.contains(*p) && !exclude.contains(p))
+            .partition(|p| !suspected(p));
+        rng.shuffle(&mut trusted);
+        rng.shuffle(&mut doubted);
+        trusted
+            .into_iter()
+            .chain(doubted)
+            .take(n)
+            .cloned()
+            .collect()
+    }
+
+    /// Records the outcome of a request to `peer`: a failure makes it a suspect for `window`.
+    pub fn report(&self, peer: &str, ok: bool, window: Duration) {
+        let mut suspects = self.suspects.lock().expect("peer lock");
+        if ok {
+            suspects.remove(peer);
+        } else {
+            suspects.insert(peer.to_string(), Instant::now() + window);
+        }
     }
 
     /// Claims `peer` for one request; `None` when a request to it is already in flight.

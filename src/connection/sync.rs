@@ -310,9 +310,9 @@ pub fn leave_to_peer(ours: usize, theirs: Option<usize>) -> bool {
 
 /// Splits differing buckets into those the peer holds nothing in (digest 0: the XOR of no
 /// fingerprints), whose records are simply sent, and those whose fingerprints must be compared.
-/// Sending fingerprints for a bucket the peer lacks entirely would cost a third of the records'
-/// size again, twice (ours there, theirs back as `want`). A non-empty bucket whose fingerprints
-/// XOR to 0 (odds 2^-64) only means sending records it may hold: merging is idempotent.
+/// Fingerprints for a bucket the peer lacks entirely would only come back as `want`, a round trip
+/// for nothing. A non-empty bucket whose fingerprints XOR to 0 (odds 2^-64) only means sending
+/// records the peer may hold: merging is idempotent.
 pub fn split_empty(ids: HashSet<usize>, theirs: &[u64]) -> (HashSet<usize>, HashSet<usize>) {
     ids.into_iter().partition(|b| theirs[*b] == 0)
 }

@@ -115,7 +115,10 @@ fn writer(cluster: &Cluster, stop: &AtomicBool, history: &Mutex<Vec<Event>>, ids
                 ttl: (id % TTL_EVERY == 0).then_some(SHORT_TTL_MS),
             }
         };
-        history.lock().unwrap().push(send(cluster, agent, op));
+        // Not `history.lock().push(send(..))`: that would hold the lock through the request
+        // and let one request to a paused agent stall every client.
+        let event = send(cluster, agent, op);
+        history.lock().unwrap().push(event);
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -176,12 +179,12 @@ fn prober(
         };
         let key = op.key().to_string();
         let event = send(cluster, healthy[rng.usize(..healthy.len())], op);
+        let start = Instant::now();
         let acked = event.outcome == Outcome::Ok;
         history.lock().unwrap().push(event);
         if !acked {
             continue;
         }
-        let start = Instant::now();
         let mut pending = healthy.clone();
         let same_phase = || phase.lock().unwrap().label == label;
         while !pending.is_empty() && start.elapsed() < Duration::from_secs(10) && same_phase() {
