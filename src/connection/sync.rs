@@ -240,7 +240,7 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
             theirs.buckets.len()
         )));
     }
-    if mode != SyncMode::Forced && leave_to_peer(records, theirs.records) {
+    if mode == SyncMode::Quiet && leave_to_peer(records, theirs.records) {
         return Ok(Outcome::Busy);
     }
     let (request, empty) = {
@@ -301,9 +301,10 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
 /// Whether a peer holding far fewer records should run this exchange itself. The side that
 /// sends fingerprints pays for every record it holds in the differing buckets, and a peer that
 /// lacks many records (a bulk load still arriving, a member catching up) makes most buckets
-/// differ: its own syncs send its smaller list and move the same records both ways. A peer that
-/// holds nothing in a bucket still gets it straight away from whoever syncs with it, and the
-/// periodic pull always runs in full.
+/// differ: its own syncs send its smaller list and move the same records both ways. Only quiet
+/// syncs (the tail of a bulk load) step back: after a partition both sides hold records the
+/// other lacks, and calm syncs and the periodic pull run in full. A peer that holds nothing in a
+/// bucket still gets it straight away from whoever syncs with it.
 pub fn leave_to_peer(ours: usize, theirs: Option<usize>) -> bool {
     theirs.is_some_and(|theirs| theirs > 0 && theirs + (ours / 64).max(64) < ours)
 }
