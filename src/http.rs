@@ -12,14 +12,19 @@ use warp::http::{HeaderValue, Method, StatusCode, header};
 
 pub type Response = warp::reply::Response;
 
+/// The header in which a push names the peers known to hold its records.
+pub const HOLDERS: &str = "c19-holders";
+
 /// A request with its body already read within the server's limit.
 #[derive(Debug)]
 pub struct Request {
     pub method: Method,
     /// The raw (still percent-encoded) path, starting with `/`.
     pub path: String,
-    /// The `Authorization` header, the only one a handler reads.
+    /// The `Authorization` header.
     pub authorization: Option<String>,
+    /// The `c19-holders` header of a push between agents.
+    pub holders: Option<String>,
     pub body: Bytes,
 }
 
@@ -125,7 +130,7 @@ where
 }
 
 /// A warp filter that hands every request, body read within `limit`, to `handler`. It extracts
-/// only the two headers that are used, rather than cloning every header of every request.
+/// only the headers that are used, rather than cloning every header of every request.
 pub fn route<H, Fut>(
     limit: usize,
     handler: H,
@@ -137,12 +142,14 @@ where
     warp::method()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>(HOLDERS))
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
         .then(
             move |method: Method,
                   path: warp::path::FullPath,
                   authorization: Option<String>,
+                  holders: Option<String>,
                   declared: Option<u64>,
                   body| {
                 let handler = handler.clone();
@@ -154,6 +161,7 @@ where
                                 method,
                                 path,
                                 authorization,
+                                holders,
                                 body,
                             })
                             .await

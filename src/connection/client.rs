@@ -10,7 +10,9 @@ use hyper::{Method, Request, StatusCode, header};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 
+use crate::http::HOLDERS;
 use crate::metrics::Counter;
+use crate::state::Holders;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -75,6 +77,20 @@ impl PeerClient {
             .await
     }
 
+    /// A push: records for `PUT /`, with the peers known to hold them.
+    pub async fn push(
+        &self,
+        peer: &str,
+        body: Bytes,
+        holders: Holders,
+        traffic: &Traffic,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let holders = Some(holders.encode());
+        let token = self.token.as_deref();
+        self.send(token, Method::PUT, peer, "/", Some(body), holders, traffic)
+            .await
+    }
+
     /// Like [`PeerClient::call`] with another token: the operator talks to many groups.
     pub async fn call_as(
         &self,
@@ -83,6 +99,21 @@ impl PeerClient {
         peer: &str,
         path: &str,
         body: Option<Bytes>,
+        traffic: &Traffic,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        self.send(token, method, peer, path, body, None, traffic)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        peer: &str,
+        path: &str,
+        body: Option<Bytes>,
+        holders: Option<String>,
         traffic: &Traffic,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let transport = |message: String| ClientError::Transport {
@@ -94,6 +125,9 @@ impl PeerClient {
             .uri(format!("http://{peer}{path}"));
         if let Some(token) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(holders) = holders {
+            req = req.header(HOLDERS, holders);
         }
         let body = body.unwrap_or_default();
         let sent = body.len() as u64;

@@ -11,13 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::Method;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::sync::{Outcome, SyncMode, sync_with};
 use crate::node::Node;
-use crate::state::now_ms;
+use crate::state::{Holders, now_ms};
 
 /// Keys per push body: bounds the memory of one request and the work of one merge.
 const PUSH_CHUNK: usize = 8192;
@@ -100,48 +99,82 @@ impl Recent {
 /// goes on to another, so a fault keeps the fanout it would have had without it.
 const PUSH_TRIES: usize = 3;
 
-/// Takes the changed keys and spawns one push per chosen peer with their newest versions: local
-/// writes to `r0` peers, news received by push to one.
+/// Spawns one push per chosen peer with the newest versions of the changed keys: local writes to
+/// `r0` peers, news received by push to one peer not known to hold it yet (none when all are).
+///
+/// Peers are picked before the changes are taken: changes taken while every peer has a request
+/// in flight (a long push still running) would never be pushed, and would wait for a sync.
 fn push_round(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
-    if !node.read().has_changes() {
-        return;
-    }
-    let (local, forwarded) = take_changes(node);
-    for (bodies, fanout) in [(local, r0), (forwarded, 1)] {
-        if bodies.is_empty() {
-            continue;
+    let pending = node.read().pending();
+    if pending.local {
+        let chosen = node.peers.pick(r0, rng);
+        if !chosen.is_empty() {
+            let keys = node.write().take_local();
+            launch(node, &keys, chosen, Holders::default());
         }
-        let chosen = node.peers.pick(fanout, rng);
-        for peer in &chosen {
-            let node = node.clone();
-            let bodies = bodies.clone();
-            let tried = chosen.clone();
-            let peer = peer.clone();
-            tokio::spawn(async move { spread(&node, peer, &bodies, tried).await });
+    }
+    if pending.forwarded {
+        let chosen = node.peers.pick_lacking(1, &pending.holders, rng);
+        if !chosen.is_empty() {
+            let (keys, holders) = node.write().take_forwarded();
+            launch(node, &keys, chosen, holders);
+        } else if node
+            .peers
+            .list()
+            .iter()
+            .all(|p| pending.holders.contains(p))
+        {
+            // Every peer holds the news already.
+            node.write().take_forwarded();
         }
     }
 }
 
-/// The bodies of the local and the forwarded changes.
-fn take_changes(node: &Node) -> (Vec<Bytes>, Vec<Bytes>) {
-    let mut store = node.write();
-    let changes = store.take_changed();
-    let bodies = |keys: &[Box<str>]| -> Vec<Bytes> {
-        keys.chunks(PUSH_CHUNK)
-            .map(|chunk| Bytes::from(store.render(chunk.iter().map(|k| &**k))))
-            .collect()
-    };
-    (bodies(&changes.local), bodies(&changes.forwarded))
+/// Pushes `keys` to each of `chosen`, telling them who holds the records: the agents in `known`,
+/// this one and the chosen peers.
+fn launch(node: &Arc<Node>, keys: &[Box<str>], chosen: Vec<String>, known: Holders) {
+    if keys.is_empty() {
+        return;
+    }
+    let bodies = render(node, keys);
+    let holders = Holders::of(chosen.iter().map(|p| p.as_str()))
+        .union(known)
+        .union(Holders::of(node.peers.own()));
+    for peer in &chosen {
+        let node = node.clone();
+        let bodies = bodies.clone();
+        let tried = chosen.clone();
+        let peer = peer.clone();
+        tokio::spawn(async move { spread(&node, peer, &bodies, tried, holders).await });
+    }
+}
+
+/// Push bodies with the newest versions of `keys`.
+fn render(node: &Node, keys: &[Box<str>]) -> Vec<Bytes> {
+    let store = node.read();
+    keys.chunks(PUSH_CHUNK)
+        .map(|chunk| Bytes::from(store.render(chunk.iter().map(|k| &**k))))
+        .collect()
 }
 
 /// Pushes `bodies` to `peer`, and on to other peers while the push misses, so a dead, paused or
-/// busy peer never costs a rumour one of its first carriers.
-async fn spread(node: &Node, mut peer: String, bodies: &[Bytes], mut tried: Vec<String>) {
+/// busy peer never costs a rumour one of its first carriers. `holders` go with every push so that
+/// the receivers pass the news on to peers that lack it.
+async fn spread(
+    node: &Node,
+    mut peer: String,
+    bodies: &[Bytes],
+    mut tried: Vec<String>,
+    holders: Holders,
+) {
+    let mut holders = holders;
     for _ in 0..PUSH_TRIES {
-        if push_to(node, &peer, bodies).await {
+        holders.insert(&peer);
+        if push_to(node, &peer, bodies, holders).await {
             return;
         }
-        let Some(next) = node.peers.pick_other(&tried, &mut fastrand::Rng::new()) else {
+        let rng = &mut fastrand::Rng::new();
+        let Some(next) = node.peers.pick_other(&tried, &holders, rng) else {
             return;
         };
         tried.push(next.clone());
@@ -150,7 +183,7 @@ async fn spread(node: &Node, mut peer: String, bodies: &[Bytes], mut tried: Vec<
 }
 
 /// Whether `peer` took every body.
-async fn push_to(node: &Node, peer: &str, bodies: &[Bytes]) -> bool {
+async fn push_to(node: &Node, peer: &str, bodies: &[Bytes], holders: Holders) -> bool {
     let Some(_busy) = node.peers.claim(peer) else {
         return false;
     };
@@ -158,13 +191,7 @@ async fn push_to(node: &Node, peer: &str, bodies: &[Bytes]) -> bool {
         node.metrics.pushes_sent.inc();
         let result = node
             .client
-            .call(
-                Method::PUT,
-                peer,
-                "/",
-                Some(body.clone()),
-                &node.metrics.traffic,
-            )
+            .push(peer, body.clone(), holders, &node.metrics.traffic)
             .await;
         node.peers
             .report(peer, result.is_ok(), node.client.suspect_for());
@@ -209,12 +236,14 @@ async fn flush(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
     if !node.read().has_changes() {
         return;
     }
-    let (mut bodies, forwarded) = take_changes(node);
-    bodies.extend(forwarded);
+    let changes = node.write().take_changed();
+    let mut bodies = render(node, &changes.local);
+    bodies.extend(render(node, &changes.forwarded));
     let chosen = node.peers.pick(r0, rng);
+    let holders = Holders::of(chosen.iter().map(|p| p.as_str()));
     let pushes = chosen.iter().map(|peer| {
         let (bodies, tried) = (bodies.clone(), chosen.clone());
-        async move { spread(node, peer.clone(), &bodies, tried).await }
+        async move { spread(node, peer.clone(), &bodies, tried, holders).await }
     });
     futures::future::join_all(pushes).await;
 }

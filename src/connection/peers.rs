@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::state::Holders;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PeerError {
     #[error("peer {0:?}: not an address, host or host:port")]
@@ -109,16 +111,43 @@ impl Peers {
     /// peer never holds back gossip to the others; suspected peers only when too few others are
     /// free.
     pub fn pick(&self, n: usize, rng: &mut fastrand::Rng) -> Vec<String> {
-        self.choose(n, &[], rng)
+        self.choose(n, |_| false, rng)
     }
 
-    /// One random peer with no request in flight that is not in `tried`: where a push goes when
-    /// its first choice failed or was busy.
-    pub fn pick_other(&self, tried: &[String], rng: &mut fastrand::Rng) -> Option<String> {
-        self.choose(1, tried, rng).pop()
+    /// Like [`Peers::pick`], among the peers not known to hold a push's records: where news is
+    /// passed on.
+    pub fn pick_lacking(
+        &self,
+        n: usize,
+        holders: &Holders,
+        rng: &mut fastrand::Rng,
+    ) -> Vec<String> {
+        self.choose(n, |p| holders.contains(p), rng)
     }
 
-    fn choose(&self, n: usize, exclude: &[String], rng: &mut fastrand::Rng) -> Vec<String> {
+    /// One random peer with no request in flight, not in `tried` and not known to hold the
+    /// records: where a push goes when its first choice failed or was busy.
+    pub fn pick_other(
+        &self,
+        tried: &[String],
+        holders: &Holders,
+        rng: &mut fastrand::Rng,
+    ) -> Option<String> {
+        let skip = |p: &str| tried.iter().any(|t| t == p) || holders.contains(p);
+        self.choose(1, skip, rng).pop()
+    }
+
+    /// The names under which this agent appears in its peers' lists.
+    pub fn own(&self) -> impl Iterator<Item = &str> {
+        self.own.iter().map(|s| s.as_str())
+    }
+
+    fn choose(
+        &self,
+        n: usize,
+        skip: impl Fn(&str) -> bool,
+        rng: &mut fastrand::Rng,
+    ) -> Vec<String> {
         let list = self.list();
         let busy = self.in_flight.lock().expect("peer lock");
         let now = Instant::now();
@@ -126,7 +155,7 @@ impl Peers {
         let suspected = |p: &String| suspects.get(p).is_some_and(|until| *until > now);
         let (mut trusted, mut doubted): (Vec<&String>, Vec<&String>) = list
             .iter()
-            .filter(|p| !busy.contains(*p) && !exclude.contains(p))
+            .filter(|p| !busy.contains(*p) && !skip(p))
             .partition(|p| !suspected(p));
         rng.shuffle(&mut trusted);
         rng.shuffle(&mut doubted);
@@ -192,17 +221,33 @@ mod tests {
         assert!(!peers.set(vec!["127.0.0.3:4097".into(), "127.0.0.2:4097".into()]));
         assert_eq!(*peers.list(), vec!["127.0.0.2:4097", "127.0.0.3:4097"]);
         let mut rng = fastrand::Rng::with_seed(1);
+        let none = Holders::default();
         assert_eq!(peers.pick(5, &mut rng).len(), 2);
         let busy = peers.claim("127.0.0.2:4097").unwrap();
         assert!(peers.claim("127.0.0.2:4097").is_none());
         assert_eq!(peers.pick(5, &mut rng), vec!["127.0.0.3:4097"]);
-        assert_eq!(peers.pick_other(&[], &mut rng).unwrap(), "127.0.0.3:4097");
-        assert_eq!(peers.pick_other(&["127.0.0.3:4097".into()], &mut rng), None);
+        assert_eq!(
+            peers.pick_other(&[], &none, &mut rng).unwrap(),
+            "127.0.0.3:4097"
+        );
+        assert_eq!(
+            peers.pick_other(&["127.0.0.3:4097".into()], &none, &mut rng),
+            None
+        );
         drop(busy);
         assert_eq!(peers.pick(5, &mut rng).len(), 2);
+        let holds_3 = Holders::of(["127.0.0.3:4097"]);
+        assert_eq!(
+            peers.pick_lacking(5, &holds_3, &mut rng),
+            vec!["127.0.0.2:4097"]
+        );
+        assert_eq!(
+            peers.pick_other(&["127.0.0.2:4097".into()], &holds_3, &mut rng),
+            None
+        );
         assert_eq!(
             peers
-                .pick_other(&["127.0.0.3:4097".into()], &mut rng)
+                .pick_other(&["127.0.0.3:4097".into()], &none, &mut rng)
                 .unwrap(),
             "127.0.0.2:4097"
         );

@@ -13,7 +13,7 @@ use super::client::ClientError;
 use super::fingerprints::{FingerprintError, decode, encode, short};
 use crate::node::Node;
 use crate::state::digest::{bucket_count, valid_count};
-use crate::state::{BodyError, Origin, Spread, Store, body::parse_batch, now_ms};
+use crate::state::{BodyError, Holders, Origin, Spread, Store, body::parse_batch, now_ms};
 
 /// First step: "my digest is this; here are my buckets at `count` if we differ".
 #[derive(Debug, Serialize, Deserialize)]
@@ -172,7 +172,13 @@ pub fn differing(ours: &[u64], theirs: &[u64]) -> HashSet<usize> {
 }
 
 /// Merges a body map received from a peer; returns how many records changed the state.
-pub fn apply(node: &Node, body: &[u8], spread: Spread) -> Result<usize, BodyError> {
+/// Merges a batch from a peer; `holders` are the peers known to hold it (for a push).
+pub fn apply(
+    node: &Node,
+    body: &[u8],
+    spread: Spread,
+    holders: Holders,
+) -> Result<usize, BodyError> {
     let entries = parse_batch(body, Origin::Peer, node.settings.peer_limits)?;
     let now = now_ms();
     let mut store = node.write();
@@ -181,6 +187,9 @@ pub fn apply(node: &Node, body: &[u8], spread: Spread) -> Result<usize, BodyErro
         .map(|(k, e)| store.merge_incoming(&k, e, now, spread))
         .filter(|changed| *changed)
         .count();
+    if spread == Spread::Forward && applied > 0 {
+        store.note_forward_holders(holders);
+    }
     drop(store);
     node.metrics.records_applied.add(applied as u64);
     Ok(applied)
@@ -271,8 +280,13 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
         cost.add(body.len() as u64);
         let reply: DiffReply =
             serde_json::from_slice(&body).map_err(|e| protocol(e.to_string()))?;
-        received = apply(node, reply.entries.get().as_bytes(), Spread::Quiet)
-            .map_err(|e| protocol(e.to_string()))?;
+        received = apply(
+            node,
+            reply.entries.get().as_bytes(),
+            Spread::Quiet,
+            Holders::default(),
+        )
+        .map_err(|e| protocol(e.to_string()))?;
         want = decode(&reply.want)
             .map_err(|e| protocol(e.to_string()))?
             .into_iter()

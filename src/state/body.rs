@@ -5,7 +5,6 @@
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::collections::HashMap;
 
 /// Why a body was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,7 +62,7 @@ pub fn parse_batch(
     origin: Origin,
     limits: Limits,
 ) -> Result<Vec<(String, Incoming)>, BodyError> {
-    let map: HashMap<String, &RawValue> =
+    let map: foldhash::HashMap<String, &RawValue> =
         serde_json::from_slice(body).map_err(|e| BodyError::NotAMap(e.to_string()))?;
     if map.len() > limits.max_entries {
         return Err(BodyError::TooManyEntries {

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod digest;
+pub mod holders;
 pub mod record;
 pub mod seeder;
 pub mod store;
@@ -10,8 +11,9 @@ pub mod store;
 mod laws;
 
 pub use body::{BodyError, Incoming, Limits, Origin};
+pub use holders::Holders;
 pub use record::Record;
-pub use store::{Changes, Counts, Spread, Store, StoreConfig};
+pub use store::{Changes, Counts, Pending, Spread, Store, StoreConfig};
 
 /// Milliseconds since the epoch: the clock every `ts` is read against.
 pub fn now_ms() -> u64 {

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::body::Incoming;
 use super::digest::{FINE_BUCKETS, fine_bucket};
+use super::holders::Holders;
 use super::record::{Record, write_key};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +17,12 @@ pub struct StoreConfig {
     /// How long deletes and expired values are remembered (ms).
     pub tombstone_lifetime: u64,
 }
+
+/// Maps and sets keyed by record keys. Keys come from the local app and from peers holding the
+/// group's token; foldhash's per-process random seed is enough against them, and hashing every
+/// key several times per merge with SipHash cost a fifth of a bulk load's CPU.
+type KeyMap<V> = foldhash::HashMap<Box<str>, V>;
+type KeySet = foldhash::HashSet<Box<str>>;
 
 #[derive(Debug, Clone)]
 struct Slot {
@@ -37,11 +44,21 @@ pub enum Spread {
     Quiet,
 }
 
+/// What a push round has to send, before it takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    pub local: bool,
+    pub forwarded: bool,
+    pub holders: Holders,
+}
+
 /// Keys changed since the last push, newest versions to be read at push time.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub local: Vec<Box<str>>,
     pub forwarded: Vec<Box<str>>,
+    /// Peers known to hold all of `forwarded`.
+    pub holders: Holders,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,15 +73,17 @@ pub struct Counts {
 #[derive(Debug)]
 pub struct Store {
     config: StoreConfig,
-    entries: HashMap<Box<str>, Slot>,
+    entries: KeyMap<Slot>,
     fine: Vec<u64>,
     sync_total: u64,
     values_xor: u64,
     legacy_xor: u64,
     expiries: BTreeSet<(u64, Box<str>)>,
     tombstones: usize,
-    changed: HashSet<Box<str>>,
-    forwarded: HashSet<Box<str>>,
+    changed: KeySet,
+    forwarded: KeySet,
+    /// Peers known to hold every record in `forwarded`; `None` until news arrives.
+    forward_holders: Option<Holders>,
     /// When the state last changed (ms): anti-entropy waits for a quiet state.
     last_change: u64,
     /// How many records have changed the state so far: how fast it is changing.
@@ -75,15 +94,16 @@ impl Store {
     pub fn new(config: StoreConfig) -> Store {
         Store {
             config,
-            entries: HashMap::new(),
+            entries: KeyMap::default(),
             fine: vec![0; FINE_BUCKETS],
             sync_total: 0,
             values_xor: 0,
             legacy_xor: 0,
             expiries: BTreeSet::new(),
             tombstones: 0,
-            changed: HashSet::new(),
-            forwarded: HashSet::new(),
+            changed: KeySet::default(),
+            forwarded: KeySet::default(),
+            forward_holders: None,
             last_change: 0,
             changes: 0,
         }
@@ -313,10 +333,41 @@ impl Store {
 
     /// Takes the keys changed since the last call, for the next push.
     pub fn take_changed(&mut self) -> Changes {
+        let (forwarded, holders) = self.take_forwarded();
         Changes {
-            local: self.changed.drain().collect(),
-            forwarded: self.forwarded.drain().collect(),
+            local: self.take_local(),
+            forwarded,
+            holders,
         }
+    }
+
+    /// Takes the keys written locally since the last call.
+    pub fn take_local(&mut self) -> Vec<Box<str>> {
+        self.changed.drain().collect()
+    }
+
+    /// Takes the news received by push since the last call, and the peers known to hold it.
+    pub fn take_forwarded(&mut self) -> (Vec<Box<str>>, Holders) {
+        let keys = self.forwarded.drain().collect();
+        (keys, self.forward_holders.take().unwrap_or_default())
+    }
+
+    /// What the next push round has to send: local writes, news, and who holds the news.
+    pub fn pending(&self) -> Pending {
+        Pending {
+            local: !self.changed.is_empty(),
+            forwarded: !self.forwarded.is_empty(),
+            holders: self.forward_holders.unwrap_or_default(),
+        }
+    }
+
+    /// Notes who holds the news a push just brought (kept with the news, under the same lock, so
+    /// a forward never carries a set that does not hold all of its records).
+    pub fn note_forward_holders(&mut self, holders: Holders) {
+        let known = self
+            .forward_holders
+            .map_or(holders, |h| h.intersection(holders));
+        self.forward_holders = Some(known);
     }
 
     pub fn has_changes(&self) -> bool {
