@@ -56,8 +56,66 @@ struct EntryIn<'a> {
     deleted: bool,
 }
 
-/// Parses a batch body into validated entries.
+/// Parses a batch body into validated entries. A key given twice yields two entries, which the
+/// merge rule orders like any other two versions.
 pub fn parse_batch(
+    body: &[u8],
+    origin: Origin,
+    limits: Limits,
+) -> Result<Vec<(String, Incoming)>, BodyError> {
+    // One pass over the body for the common, valid case; a refused body is parsed again entry
+    // by entry, so that the error names the entry and the field.
+    match serde_json::from_slice::<Batch>(body) {
+        Ok(Batch(entries)) => {
+            if entries.len() > limits.max_entries {
+                return Err(BodyError::TooManyEntries {
+                    count: entries.len(),
+                    max: limits.max_entries,
+                });
+            }
+            let mut out = Vec::with_capacity(entries.len());
+            for (key, entry) in entries {
+                check_key(&key, limits)?;
+                let incoming = validate(entry, origin).map_err(|message| BodyError::Entry {
+                    key: key.clone(),
+                    message,
+                })?;
+                out.push((key, incoming));
+            }
+            Ok(out)
+        }
+        Err(_) => parse_batch_by_entry(body, origin, limits),
+    }
+}
+
+/// A body map read in one pass, every entry in order.
+struct Batch<'a>(Vec<(String, EntryIn<'a>)>);
+
+impl<'de> Deserialize<'de> for Batch<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Batch<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of entries")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Batch<'de>, A::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Batch(out))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+/// The entry-by-entry parse, for precise errors.
+fn parse_batch_by_entry(
     body: &[u8],
     origin: Origin,
     limits: Limits,
@@ -110,6 +168,10 @@ fn check_key(key: &str, limits: Limits) -> Result<(), BodyError> {
 
 fn parse_entry_raw(text: &str, origin: Origin) -> Result<Incoming, String> {
     let e: EntryIn = serde_json::from_str(text).map_err(|e| strip_position(&e.to_string()))?;
+    validate(e, origin)
+}
+
+fn validate(e: EntryIn, origin: Origin) -> Result<Incoming, String> {
     if e.deleted && origin == Origin::App {
         return Err("field `deleted` is only accepted from peers; use DELETE /<key>".into());
     }
@@ -244,6 +306,17 @@ mod tests {
             app(&many),
             Err(BodyError::TooManyEntries { count: 11, max: 10 })
         ));
+    }
+
+    #[test]
+    fn a_key_given_twice_yields_both_versions_in_order() {
+        let body =
+            br#"{"k": {"value": 1, "ts": 5}, "j": {"value": 2}, "k": {"value": 3, "ts": 4}}"#;
+        let got = parse_batch(body, Origin::Peer, LIMITS).unwrap();
+        let keys: Vec<(&str, Option<u64>)> = got.iter().map(|(k, e)| (k.as_str(), e.ts)).collect();
+        assert_eq!(keys, [("k", Some(5)), ("j", None), ("k", Some(4))]);
+        let escaped = parse_batch(br#"{"a\"b": {"value": "x"}}"#, Origin::App, LIMITS).unwrap();
+        assert_eq!(escaped[0].0, "a\"b");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Digests of a state: C19 0.1's version string, and the bucketed fingerprints that let two agents
 //! find what differs between them without sending their whole state.
 
-use xxhash_rust::xxh64::{Xxh64, xxh64};
+use xxhash_rust::xxh64::xxh64;
 
 /// Fingerprints are kept per bucket at this resolution; coarser views fold it (power of two).
 pub const FINE_BUCKETS: usize = 4096;
@@ -39,11 +39,11 @@ pub fn legacy_version<'a>(entries: impl Iterator<Item = (&'a str, u64)>) -> Opti
     let mut acc = 0u64;
     for (key, ts) in entries {
         any = true;
-        let mut h = Xxh64::new(0);
-        h.update(key.as_bytes());
-        h.update(&[0xFF]);
-        h.update(&ts.to_le_bytes());
-        acc ^= h.digest();
+        let mut buf = Vec::with_capacity(key.len() + 9);
+        buf.extend_from_slice(key.as_bytes());
+        buf.push(0xFF);
+        buf.extend_from_slice(&ts.to_le_bytes());
+        acc ^= xxh64(&buf, 0);
     }
     any.then_some(acc)
 }

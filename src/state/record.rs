@@ -7,7 +7,7 @@
 use std::cmp::Ordering;
 
 use serde_json::value::RawValue;
-use xxhash_rust::xxh64::Xxh64;
+use xxhash_rust::xxh64::xxh64;
 
 #[derive(Debug, Clone)]
 pub struct Record {
@@ -93,30 +93,43 @@ impl Record {
     /// A 64-bit fingerprint of key and record, covering the value so that equal digests mean
     /// equal states (up to hash collisions), unlike C19 0.1's version.
     pub fn fingerprint(&self, key: &str) -> u64 {
-        let mut h = Xxh64::new(0);
-        h.update(key.as_bytes());
-        h.update(&[0xFF]);
-        h.update(&self.ts.to_le_bytes());
+        // One pass over the bytes in a buffer: the same hash as feeding them to a streaming
+        // hasher piece by piece, at a fraction of the cost for small records.
+        let value = self.value.as_deref().map_or("", RawValue::get);
+        let mut buf = Vec::with_capacity(key.len() + value.len() + 20);
+        buf.extend_from_slice(key.as_bytes());
+        buf.push(0xFF);
+        buf.extend_from_slice(&self.ts.to_le_bytes());
         match &self.value {
-            None => h.update(&[0]),
-            Some(v) => {
-                h.update(&[1]);
+            None => buf.push(0),
+            Some(_) => {
+                buf.push(1);
                 match self.ttl {
-                    None => h.update(&[0]),
+                    None => buf.push(0),
                     Some(t) => {
-                        h.update(&[1]);
-                        h.update(&t.to_le_bytes());
+                        buf.push(1);
+                        buf.extend_from_slice(&t.to_le_bytes());
                     }
                 }
-                h.update(v.get().as_bytes());
+                buf.extend_from_slice(value.as_bytes());
             }
         }
-        h.digest()
+        xxh64(&buf, 0)
     }
 
     /// Appends the wire form `{"value":…,"ts":…,"ttl":…}`; tombstones carry `"deleted":true`
     /// and a `null` value, which C19 0.1 peers read as a null value.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.write(out, true)
+    }
+
+    /// The entry as it travels between agents: without `"ttl":null`, a fifth of a small record,
+    /// which a missing `ttl` means just as well.
+    pub fn write_wire(&self, out: &mut Vec<u8>) {
+        self.write(out, false)
+    }
+
+    fn write(&self, out: &mut Vec<u8>, null_ttl: bool) {
         out.extend_from_slice(b"{\"value\":");
         match &self.value {
             Some(v) => out.extend_from_slice(v.get().as_bytes()),
@@ -124,10 +137,13 @@ impl Record {
         }
         out.extend_from_slice(b",\"ts\":");
         write_u64(self.ts, out);
-        out.extend_from_slice(b",\"ttl\":");
         match self.ttl {
-            Some(t) => write_u64(t, out),
-            None => out.extend_from_slice(b"null"),
+            Some(t) => {
+                out.extend_from_slice(b",\"ttl\":");
+                write_u64(t, out);
+            }
+            None if null_ttl => out.extend_from_slice(b",\"ttl\":null"),
+            None => {}
         }
         if self.is_tombstone() {
             out.extend_from_slice(b",\"deleted\":true");
@@ -205,6 +221,22 @@ mod tests {
     }
 
     #[test]
+    fn fingerprints_hash_the_fields_in_one_stream() {
+        let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+        for part in [
+            &b"k"[..],
+            &[0xFF],
+            &7u64.to_le_bytes(),
+            &[1, 1],
+            &3u64.to_le_bytes(),
+            b"42",
+        ] {
+            h.update(part);
+        }
+        assert_eq!(v("42", 7, Some(3)).fingerprint("k"), h.digest());
+    }
+
+    #[test]
     fn renders_the_wire_form() {
         let mut out = Vec::new();
         v("{\"a\":1}", 7, Some(3)).write_json(&mut out);
@@ -212,5 +244,11 @@ mod tests {
         out.clear();
         Record::tombstone(9).write_json(&mut out);
         assert_eq!(out, br#"{"value":null,"ts":9,"ttl":null,"deleted":true}"#);
+        out.clear();
+        Record::tombstone(9).write_wire(&mut out);
+        assert_eq!(out, br#"{"value":null,"ts":9,"deleted":true}"#);
+        out.clear();
+        v("1", 7, Some(3)).write_wire(&mut out);
+        assert_eq!(out, br#"{"value":1,"ts":7,"ttl":3}"#);
     }
 }

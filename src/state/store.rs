@@ -391,7 +391,10 @@ impl Store {
         out.push(b'{');
         for key in keys {
             if let Some(slot) = self.entries.get(key) {
-                push_entry(&mut out, key, &slot.record);
+                write_key(key, &mut out);
+                out.push(b':');
+                slot.record.write_wire(&mut out);
+                out.push(b',');
             }
         }
         finish_map(out)
