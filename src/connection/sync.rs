@@ -172,7 +172,7 @@ pub fn differing(ours: &[u64], theirs: &[u64]) -> HashSet<usize> {
 }
 
 /// Merges a body map received from a peer; returns how many records changed the state.
-/// Merges a batch from a peer; `holders` are the peers known to hold it (for a push).
+/// `holders` are the peers known to hold a pushed batch, kept with the news it brought.
 pub fn apply(
     node: &Node,
     body: &[u8],
