@@ -66,26 +66,33 @@ pub fn parse_batch(
     // One pass over the body for the common, valid case; a refused body is parsed again entry
     // by entry, so that the error names the entry and the field.
     match serde_json::from_slice::<Batch>(body) {
-        Ok(Batch(entries)) => {
-            if entries.len() > limits.max_entries {
-                return Err(BodyError::TooManyEntries {
-                    count: entries.len(),
-                    max: limits.max_entries,
-                });
-            }
-            let mut out = Vec::with_capacity(entries.len());
-            for (key, entry) in entries {
-                check_key(&key, limits)?;
-                let incoming = validate(entry, origin).map_err(|message| BodyError::Entry {
-                    key: key.clone(),
-                    message,
-                })?;
-                out.push((key, incoming));
-            }
-            Ok(out)
-        }
+        Ok(Batch(entries)) => validate_all(entries.into_iter(), limits, |e| validate(e, origin)),
         Err(_) => parse_batch_by_entry(body, origin, limits),
     }
+}
+
+/// Checks the count, every key and every entry, naming the first bad one.
+fn validate_all<T>(
+    entries: impl ExactSizeIterator<Item = (String, T)>,
+    limits: Limits,
+    parse: impl Fn(T) -> Result<Incoming, String>,
+) -> Result<Vec<(String, Incoming)>, BodyError> {
+    if entries.len() > limits.max_entries {
+        return Err(BodyError::TooManyEntries {
+            count: entries.len(),
+            max: limits.max_entries,
+        });
+    }
+    let mut out = Vec::with_capacity(entries.len());
+    for (key, entry) in entries {
+        check_key(&key, limits)?;
+        let incoming = parse(entry).map_err(|message| BodyError::Entry {
+            key: key.clone(),
+            message,
+        })?;
+        out.push((key, incoming));
+    }
+    Ok(out)
 }
 
 /// A body map read in one pass, every entry in order.
@@ -122,22 +129,9 @@ fn parse_batch_by_entry(
 ) -> Result<Vec<(String, Incoming)>, BodyError> {
     let map: foldhash::HashMap<String, &RawValue> =
         serde_json::from_slice(body).map_err(|e| BodyError::NotAMap(e.to_string()))?;
-    if map.len() > limits.max_entries {
-        return Err(BodyError::TooManyEntries {
-            count: map.len(),
-            max: limits.max_entries,
-        });
-    }
-    let mut out = Vec::with_capacity(map.len());
-    for (key, raw) in map {
-        check_key(&key, limits)?;
-        let entry = parse_entry_raw(raw.get(), origin).map_err(|message| BodyError::Entry {
-            key: key.clone(),
-            message,
-        })?;
-        out.push((key, entry));
-    }
-    Ok(out)
+    validate_all(map.into_iter(), limits, |raw| {
+        parse_entry_raw(raw.get(), origin)
+    })
 }
 
 /// Parses the body of a single-key write (`PUT /<key>`), which is one entry.
