@@ -391,10 +391,7 @@ impl Store {
         out.push(b'{');
         for key in keys {
             if let Some(slot) = self.entries.get(key) {
-                write_key(key, &mut out);
-                out.push(b':');
-                slot.record.write_wire(&mut out);
-                out.push(b',');
+                push_entry(&mut out, key, &slot.record, Form::Wire);
             }
         }
         finish_map(out)
@@ -407,7 +404,7 @@ impl Store {
         out.push(b'{');
         for (key, slot) in &self.entries {
             if all || slot.record.is_live(now) {
-                push_entry(&mut out, key, &slot.record);
+                push_entry(&mut out, key, &slot.record, Form::Answer);
             }
         }
         finish_map(out)
@@ -427,10 +424,20 @@ impl Store {
     }
 }
 
-fn push_entry(out: &mut Vec<u8>, key: &str, record: &Record) {
+/// How an entry is written: as answers show it, or as it travels between agents.
+#[derive(Debug, Clone, Copy)]
+enum Form {
+    Answer,
+    Wire,
+}
+
+fn push_entry(out: &mut Vec<u8>, key: &str, record: &Record, form: Form) {
     write_key(key, out);
     out.push(b':');
-    record.write_json(out);
+    match form {
+        Form::Answer => record.write_json(out),
+        Form::Wire => record.write_wire(out),
+    }
     out.push(b',');
 }
 
