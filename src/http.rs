@@ -12,8 +12,8 @@ use warp::http::{HeaderValue, Method, StatusCode, header};
 
 pub type Response = warp::reply::Response;
 
-/// The header in which a push names the peers known to hold its records.
-pub const HOLDERS: &str = "c19-holders";
+/// The header in which a push names the peers its receiver is to pass the news on to.
+pub const SHARE: &str = "c19-share";
 
 /// A request with its body already read within the server's limit.
 #[derive(Debug)]
@@ -23,8 +23,8 @@ pub struct Request {
     pub path: String,
     /// The `Authorization` header.
     pub authorization: Option<String>,
-    /// The `c19-holders` header of a push between agents.
-    pub holders: Option<String>,
+    /// The `c19-share` header of a push between agents.
+    pub share: Option<String>,
     pub body: Bytes,
 }
 
@@ -142,14 +142,14 @@ where
     warp::method()
         .and(warp::path::full())
         .and(warp::header::optional::<String>("authorization"))
-        .and(warp::header::optional::<String>(HOLDERS))
+        .and(warp::header::optional::<String>(SHARE))
         .and(warp::header::optional::<u64>("content-length"))
         .and(warp::body::stream())
         .then(
             move |method: Method,
                   path: warp::path::FullPath,
                   authorization: Option<String>,
-                  holders: Option<String>,
+                  share: Option<String>,
                   declared: Option<u64>,
                   body| {
                 let handler = handler.clone();
@@ -161,7 +161,7 @@ where
                                 method,
                                 path,
                                 authorization,
-                                holders,
+                                share,
                                 body,
                             })
                             .await

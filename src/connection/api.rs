@@ -11,7 +11,7 @@ use super::sync::{self, DiffRequest, Offer};
 use crate::http::{self, Request, Response};
 use crate::metrics::Exposition;
 use crate::node::Node;
-use crate::state::{Holders, Spread, now_ms};
+use crate::state::{Share, Spread, now_ms};
 
 /// What the operator's health probe reads.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -49,20 +49,13 @@ fn handle_authorized(node: &Node, req: Request) -> Response {
     let response = match (&req.method, req.path.as_str()) {
         (&Method::GET, "/") => http::json(StatusCode::OK, node.read().dump(now_ms(), true)),
         (&Method::PUT, "/") => {
-            let holders = req.holders.as_deref().and_then(Holders::decode);
-            merge(
-                node,
-                &req.body,
-                Spread::Forward,
-                holders.unwrap_or_default(),
-            )
+            let share = req.share.as_deref().and_then(Share::decode);
+            merge(node, &req.body, &share.unwrap_or_default())
         }
         (&Method::GET, "/c19/digest") => http::json_value(StatusCode::OK, &digest_report(node)),
         (&Method::POST, "/c19/sync") => offer(node, &req.body),
         (&Method::POST, "/c19/sync/diff") => diff(node, &req.body),
-        (&Method::POST, "/c19/sync/entries") => {
-            merge(node, &req.body, Spread::Quiet, Holders::default())
-        }
+        (&Method::POST, "/c19/sync/entries") => merge(node, &req.body, &Share::default()),
         (&Method::GET, "/c19/peers") => http::json_value(
             StatusCode::OK,
             &PeerList {
@@ -111,8 +104,14 @@ fn unauthorized() -> Response {
     r
 }
 
-fn merge(node: &Node, body: &[u8], spread: Spread, holders: Holders) -> Response {
-    match sync::apply(node, body, spread, holders) {
+/// Merges records from a peer, passing them on to `share` (a push's) if it names anyone.
+fn merge(node: &Node, body: &[u8], share: &Share) -> Response {
+    let spread = if share.is_empty() {
+        Spread::Quiet
+    } else {
+        Spread::Forward
+    };
+    match sync::apply(node, body, spread, share) {
         Ok(_) => http::empty(StatusCode::NO_CONTENT),
         Err(e) => http::error(StatusCode::BAD_REQUEST, e),
     }

@@ -10,9 +10,9 @@ use hyper::{Method, Request, StatusCode, header};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 
-use crate::http::HOLDERS;
+use crate::http::SHARE;
 use crate::metrics::Counter;
-use crate::state::Holders;
+use crate::state::Share;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -77,17 +77,18 @@ impl PeerClient {
             .await
     }
 
-    /// A push: records for `PUT /`, with the peers known to hold them.
+    /// A push: records for `PUT /`, with the peers the receiver is to pass them on to (no header
+    /// for none).
     pub async fn push(
         &self,
         peer: &str,
         body: Bytes,
-        holders: Holders,
+        share: &Share,
         traffic: &Traffic,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let holders = Some(holders.encode());
+        let share = Some(share.encode()).filter(|s| !s.is_empty());
         let token = self.token.as_deref();
-        self.send(token, Method::PUT, peer, "/", Some(body), holders, traffic)
+        self.send(token, Method::PUT, peer, "/", Some(body), share, traffic)
             .await
     }
 
@@ -113,7 +114,7 @@ impl PeerClient {
         peer: &str,
         path: &str,
         body: Option<Bytes>,
-        holders: Option<String>,
+        share: Option<String>,
         traffic: &Traffic,
     ) -> Result<(StatusCode, Bytes), ClientError> {
         let transport = |message: String| ClientError::Transport {
@@ -126,8 +127,8 @@ impl PeerClient {
         if let Some(token) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        if let Some(holders) = holders {
-            req = req.header(HOLDERS, holders);
+        if let Some(share) = share {
+            req = req.header(SHARE, share);
         }
         let body = body.unwrap_or_default();
         let sent = body.len() as u64;

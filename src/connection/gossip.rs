@@ -1,5 +1,5 @@
-//! The gossip loops: every `push_interval`, push local writes to `r0` random peers and news
-//! received by push on to one peer (each going on to another peer if it misses), and run one
+//! The gossip loops: every `push_interval`, push local writes down a tree over every peer and
+//! news received by push down a tree over its share (see [`Share`]), and run one
 //! anti-entropy sync with a random peer once the state has been quiet for a while (and no bulk
 //! load arrived in the last few rounds) or, while it changes slowly, every few rounds; every
 //! `pull_interval`, sync with `r0` peers.
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::sync::{Outcome, SyncMode, sync_with};
 use crate::node::Node;
-use crate::state::{Holders, now_ms};
+use crate::state::{Share, now_ms};
 
 /// Keys per push body: bounds the memory of one request and the work of one merge.
 const PUSH_CHUNK: usize = 8192;
@@ -95,57 +95,53 @@ impl Recent {
     }
 }
 
-/// How many peers one push may try in turn: a push whose peer failed, did not answer or was busy
-/// goes on to another, so a fault keeps the fanout it would have had without it.
+/// How many peers of its group one push may try in turn: a push whose peer failed, did not
+/// answer or was busy goes on to the next, so a fault keeps the fanout it would have had without
+/// it.
 const PUSH_TRIES: usize = 3;
 
-/// Spawns one push per chosen peer with the newest versions of the changed keys: local writes to
-/// `r0` peers, news received by push to one peer not known to hold it yet (none when all are).
+/// Spawns one push per group with the newest versions of the changed keys: local writes down a
+/// tree over every peer, news received by push down a tree over the peers of its share.
 ///
-/// Peers are picked before the changes are taken: changes taken while every peer has a request
+/// Groups are dealt before the changes are taken: changes taken while every peer has a request
 /// in flight (a long push still running) would never be pushed, and would wait for a sync.
 fn push_round(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
     let pending = node.read().pending();
     if pending.local {
-        let chosen = node.peers.pick(r0, rng);
-        if !chosen.is_empty() {
+        let groups = node.peers.groups(r0, |_| true, rng);
+        if !groups.is_empty() {
             let keys = node.write().take_local();
-            launch(node, &keys, chosen, Holders::default());
+            launch(node, &keys, groups);
         }
     }
     if pending.forwarded {
-        let chosen = node.peers.pick_lacking(1, &pending.holders, rng);
-        if !chosen.is_empty() {
-            let (keys, holders) = node.write().take_forwarded();
-            launch(node, &keys, chosen, holders);
-        } else if node
-            .peers
-            .list()
-            .iter()
-            .all(|p| pending.holders.contains(p))
-        {
-            // Every peer holds the news already.
+        let groups = node.peers.groups(r0, |p| pending.share.contains(p), rng);
+        if !groups.is_empty() {
+            let (keys, share) = node.write().take_forwarded();
+            let groups = if share == pending.share {
+                groups
+            } else {
+                // More news arrived in between, for more peers.
+                node.peers.groups(r0, |p| share.contains(p), rng)
+            };
+            launch(node, &keys, groups);
+        } else if !node.peers.list().iter().any(|p| pending.share.contains(p)) {
+            // The share names no peer this agent knows of.
             node.write().take_forwarded();
         }
     }
 }
 
-/// Pushes `keys` to each of `chosen`, telling them who holds the records: the agents in `known`,
-/// this one and the chosen peers.
-fn launch(node: &Arc<Node>, keys: &[Box<str>], chosen: Vec<String>, known: Holders) {
+/// Pushes `keys` to the first peer of each group, handing it the rest of its group.
+fn launch(node: &Arc<Node>, keys: &[Box<str>], groups: Vec<Vec<String>>) {
     if keys.is_empty() {
         return;
     }
     let bodies = render(node, keys);
-    let holders = Holders::of(chosen.iter().map(|p| p.as_str()))
-        .union(known)
-        .union(Holders::of(node.peers.own()));
-    for peer in &chosen {
+    for group in groups {
         let node = node.clone();
         let bodies = bodies.clone();
-        let tried = chosen.clone();
-        let peer = peer.clone();
-        tokio::spawn(async move { spread(&node, peer, &bodies, tried, holders).await });
+        tokio::spawn(async move { spread(&node, group, &bodies).await });
     }
 }
 
@@ -157,51 +153,53 @@ fn render(node: &Node, keys: &[Box<str>]) -> Vec<Bytes> {
         .collect()
 }
 
-/// Pushes `bodies` to `peer`, and on to other peers while the push misses, so a dead, paused or
-/// busy peer never costs a rumour one of its first carriers. `holders` go with every push so that
-/// the receivers pass the news on to peers that lack it.
-async fn spread(
-    node: &Node,
-    mut peer: String,
-    bodies: &[Bytes],
-    mut tried: Vec<String>,
-    holders: Holders,
-) {
-    let mut holders = holders;
+/// Pushes `bodies` to the first peer of `group` with the rest as its share, and to the next
+/// while the push misses, so a dead, paused or busy peer never cuts its group off. A busy peer
+/// stays in the share of the next (it is alive, and will take the push from there); one that
+/// failed is left to anti-entropy.
+async fn spread(node: &Node, group: Vec<String>, bodies: &[Bytes]) {
+    let mut rest: std::collections::VecDeque<String> = group.into();
+    let mut busy = Vec::new();
     for _ in 0..PUSH_TRIES {
-        holders.insert(&peer);
-        if push_to(node, &peer, bodies, holders).await {
-            return;
-        }
-        let rng = &mut fastrand::Rng::new();
-        let Some(next) = node.peers.pick_other(&tried, &holders, rng) else {
+        let Some(peer) = rest.pop_front() else {
             return;
         };
-        tried.push(next.clone());
-        peer = next;
+        let share = Share::of(rest.iter().chain(&busy).map(String::as_str));
+        match push_to(node, &peer, bodies, &share).await {
+            Delivery::Taken => return,
+            Delivery::Busy => busy.push(peer),
+            Delivery::Failed => {}
+        }
     }
 }
 
-/// Whether `peer` took every body.
-async fn push_to(node: &Node, peer: &str, bodies: &[Bytes], holders: Holders) -> bool {
+/// How one push went.
+enum Delivery {
+    Taken,
+    /// A request to the peer was already in flight.
+    Busy,
+    Failed,
+}
+
+async fn push_to(node: &Node, peer: &str, bodies: &[Bytes], share: &Share) -> Delivery {
     let Some(_busy) = node.peers.claim(peer) else {
-        return false;
+        return Delivery::Busy;
     };
     for body in bodies {
         node.metrics.pushes_sent.inc();
         let result = node
             .client
-            .push(peer, body.clone(), holders, &node.metrics.traffic)
+            .push(peer, body.clone(), share, &node.metrics.traffic)
             .await;
         node.peers
             .report(peer, result.is_ok(), node.client.suspect_for());
         if let Err(e) = result {
             node.metrics.pushes_failed.inc();
             tracing::debug!(error = %e, "push failed");
-            return false;
+            return Delivery::Failed;
         }
     }
-    true
+    Delivery::Taken
 }
 
 fn sync_round(node: &Arc<Node>, n: usize, mode: SyncMode, rng: &mut fastrand::Rng) {
@@ -239,12 +237,11 @@ async fn flush(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
     let changes = node.write().take_changed();
     let mut bodies = render(node, &changes.local);
     bodies.extend(render(node, &changes.forwarded));
-    let chosen = node.peers.pick(r0, rng);
-    let holders = Holders::of(chosen.iter().map(|p| p.as_str()));
-    let pushes = chosen.iter().map(|peer| {
-        let (bodies, tried) = (bodies.clone(), chosen.clone());
-        async move { spread(node, peer.clone(), &bodies, tried, holders).await }
-    });
+    let pushes = node
+        .peers
+        .groups(r0, |_| true, rng)
+        .into_iter()
+        .map(|group| spread(node, group, &bodies));
     futures::future::join_all(pushes).await;
 }
 

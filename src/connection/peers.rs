@@ -5,8 +5,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::state::Holders;
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PeerError {
     #[error("peer {0:?}: not an address, host or host:port")]
@@ -111,60 +109,55 @@ impl Peers {
     /// peer never holds back gossip to the others; suspected peers only when too few others are
     /// free.
     pub fn pick(&self, n: usize, rng: &mut fastrand::Rng) -> Vec<String> {
-        self.choose(n, |_| false, rng)
+        self.choose(n, rng)
     }
 
-    /// Like [`Peers::pick`], among the peers not known to hold a push's records: where news is
-    /// passed on.
-    pub fn pick_lacking(
+    /// The peers `within` dealt into up to `n` groups, for a push down a tree: each group's
+    /// first peer has no request in flight and gets the rest of its group as its share (see
+    /// [`Share`](crate::state::Share)). Suspected peers come after trusted ones and busy peers
+    /// last, so they lead a group only when too few others are free, and a busy one is reached
+    /// through a free one. No groups when every peer `within` is busy: the news waits.
+    pub fn groups(
         &self,
         n: usize,
-        holders: &Holders,
+        within: impl Fn(&str) -> bool,
         rng: &mut fastrand::Rng,
-    ) -> Vec<String> {
-        self.choose(n, |p| holders.contains(p), rng)
-    }
-
-    /// One random peer with no request in flight, not in `tried` and not known to hold the
-    /// records: where a push goes when its first choice failed or was busy.
-    pub fn pick_other(
-        &self,
-        tried: &[String],
-        holders: &Holders,
-        rng: &mut fastrand::Rng,
-    ) -> Option<String> {
-        let skip = |p: &str| tried.iter().any(|t| t == p) || holders.contains(p);
-        self.choose(1, skip, rng).pop()
-    }
-
-    /// The names under which this agent appears in its peers' lists.
-    pub fn own(&self) -> impl Iterator<Item = &str> {
-        self.own.iter().map(|s| s.as_str())
-    }
-
-    fn choose(
-        &self,
-        n: usize,
-        skip: impl Fn(&str) -> bool,
-        rng: &mut fastrand::Rng,
-    ) -> Vec<String> {
+    ) -> Vec<Vec<String>> {
         let list = self.list();
-        let busy = self.in_flight.lock().expect("peer lock");
+        let (mut free, mut busy): (Vec<String>, Vec<String>) = {
+            let in_flight = self.in_flight.lock().expect("peer lock");
+            list.iter()
+                .filter(|p| within(p))
+                .cloned()
+                .partition(|p| !in_flight.contains(p))
+        };
+        let heads = n.min(free.len());
+        self.trusted_first(&mut free, rng);
+        rng.shuffle(&mut busy);
+        free.extend(busy);
+        deal(free, heads)
+    }
+
+    fn choose(&self, n: usize, rng: &mut fastrand::Rng) -> Vec<String> {
+        let mut free: Vec<String> = {
+            let busy = self.in_flight.lock().expect("peer lock");
+            self.list()
+                .iter()
+                .filter(|p| !busy.contains(*p))
+                .cloned()
+                .collect()
+        };
+        self.trusted_first(&mut free, rng);
+        free.truncate(n);
+        free
+    }
+
+    /// Shuffles `peers`, then moves the suspected ones to the end.
+    fn trusted_first(&self, peers: &mut [String], rng: &mut fastrand::Rng) {
+        rng.shuffle(peers);
         let now = Instant::now();
         let suspects = self.suspects.lock().expect("peer lock");
-        let suspected = |p: &String| suspects.get(p).is_some_and(|until| *until > now);
-        let (mut trusted, mut doubted): (Vec<&String>, Vec<&String>) = list
-            .iter()
-            .filter(|p| !busy.contains(*p) && !skip(p))
-            .partition(|p| !suspected(p));
-        rng.shuffle(&mut trusted);
-        rng.shuffle(&mut doubted);
-        trusted
-            .into_iter()
-            .chain(doubted)
-            .take(n)
-            .cloned()
-            .collect()
+        peers.sort_by_key(|p| suspects.get(p).is_some_and(|until| *until > now));
     }
 
     /// Records the outcome of a request to `peer`: a failure makes it a suspect for `window`.
@@ -185,6 +178,18 @@ impl Peers {
             peer: peer.to_string(),
         })
     }
+}
+
+/// Deals `ordered` round-robin into `heads` groups, so the first `heads` peers lead them and
+/// the groups differ in size by at most one.
+pub fn deal(ordered: Vec<String>, heads: usize) -> Vec<Vec<String>> {
+    let mut groups = vec![Vec::new(); heads];
+    if heads > 0 {
+        for (i, peer) in ordered.into_iter().enumerate() {
+            groups[i % heads].push(peer);
+        }
+    }
+    groups
 }
 
 #[cfg(test)]
@@ -210,6 +215,30 @@ mod tests {
     }
 
     #[test]
+    fn deals_peers_into_groups_led_by_the_first() {
+        let peers: Vec<String> = (1..=9).map(|i| format!("p{i}")).collect();
+        let groups = deal(peers.clone(), 3);
+        assert_eq!(groups[0], ["p1", "p4", "p7"]);
+        assert_eq!(groups[2], ["p3", "p6", "p9"]);
+        let groups = deal(peers[..5].to_vec(), 3);
+        assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+        assert!(deal(peers, 0).is_empty());
+    }
+
+    #[test]
+    fn suspected_peers_lead_only_when_too_few_others_are_free() {
+        let peers = Peers::new(HashSet::new());
+        peers.set((1..=6).map(|i| format!("10.0.0.{i}:4097")).collect());
+        peers.report("10.0.0.1:4097", false, Duration::from_secs(60));
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20 {
+            let groups = peers.groups(3, |_| true, &mut rng);
+            assert!(groups.iter().all(|g| g[0] != "10.0.0.1:4097"));
+            assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 6);
+        }
+    }
+
+    #[test]
     fn never_lists_itself_and_skips_busy_peers() {
         let own: HashSet<String> = ["127.0.0.1:4097".to_string()].into();
         let peers = Peers::new(own);
@@ -221,35 +250,25 @@ mod tests {
         assert!(!peers.set(vec!["127.0.0.3:4097".into(), "127.0.0.2:4097".into()]));
         assert_eq!(*peers.list(), vec!["127.0.0.2:4097", "127.0.0.3:4097"]);
         let mut rng = fastrand::Rng::with_seed(1);
-        let none = Holders::default();
         assert_eq!(peers.pick(5, &mut rng).len(), 2);
         let busy = peers.claim("127.0.0.2:4097").unwrap();
         assert!(peers.claim("127.0.0.2:4097").is_none());
         assert_eq!(peers.pick(5, &mut rng), vec!["127.0.0.3:4097"]);
+        // A busy peer is reached through a free one.
         assert_eq!(
-            peers.pick_other(&[], &none, &mut rng).unwrap(),
-            "127.0.0.3:4097"
+            peers.groups(3, |_| true, &mut rng),
+            vec![vec!["127.0.0.3:4097", "127.0.0.2:4097"]]
         );
-        assert_eq!(
-            peers.pick_other(&["127.0.0.3:4097".into()], &none, &mut rng),
-            None
+        assert!(
+            peers
+                .groups(3, |p| p == "127.0.0.2:4097", &mut rng)
+                .is_empty()
         );
         drop(busy);
         assert_eq!(peers.pick(5, &mut rng).len(), 2);
-        let holds_3 = Holders::of(["127.0.0.3:4097"]);
         assert_eq!(
-            peers.pick_lacking(5, &holds_3, &mut rng),
-            vec!["127.0.0.2:4097"]
-        );
-        assert_eq!(
-            peers.pick_other(&["127.0.0.2:4097".into()], &holds_3, &mut rng),
-            None
-        );
-        assert_eq!(
-            peers
-                .pick_other(&["127.0.0.3:4097".into()], &none, &mut rng)
-                .unwrap(),
-            "127.0.0.2:4097"
+            peers.groups(3, |p| p != "127.0.0.2:4097", &mut rng),
+            vec![vec!["127.0.0.3:4097"]]
         );
     }
 }

@@ -13,7 +13,7 @@ use super::client::ClientError;
 use super::fingerprints::{FingerprintError, decode, encode, short};
 use crate::node::Node;
 use crate::state::digest::{bucket_count, valid_count};
-use crate::state::{BodyError, Holders, Origin, Spread, Store, body::parse_batch, now_ms};
+use crate::state::{BodyError, Origin, Share, Spread, Store, body::parse_batch, now_ms};
 
 /// First step: "my digest is this; here are my buckets at `count` if we differ".
 #[derive(Debug, Serialize, Deserialize)]
@@ -172,13 +172,8 @@ pub fn differing(ours: &[u64], theirs: &[u64]) -> HashSet<usize> {
 }
 
 /// Merges a body map received from a peer; returns how many records changed the state.
-/// `holders` are the peers known to hold a pushed batch, kept with the news it brought.
-pub fn apply(
-    node: &Node,
-    body: &[u8],
-    spread: Spread,
-    holders: Holders,
-) -> Result<usize, BodyError> {
+/// `share` is where a push's news goes on to, kept with the news it brought.
+pub fn apply(node: &Node, body: &[u8], spread: Spread, share: &Share) -> Result<usize, BodyError> {
     let entries = parse_batch(body, Origin::Peer, node.settings.peer_limits)?;
     let now = now_ms();
     let mut store = node.write();
@@ -188,7 +183,7 @@ pub fn apply(
         .filter(|changed| *changed)
         .count();
     if spread == Spread::Forward && applied > 0 {
-        store.note_forward_holders(holders);
+        store.note_forward_share(share);
     }
     drop(store);
     node.metrics.records_applied.add(applied as u64);
@@ -284,7 +279,7 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
             node,
             reply.entries.get().as_bytes(),
             Spread::Quiet,
-            Holders::default(),
+            &Share::default(),
         )
         .map_err(|e| protocol(e.to_string()))?;
         want = decode(&reply.want)

@@ -2,17 +2,17 @@
 
 pub mod body;
 pub mod digest;
-pub mod holders;
 pub mod record;
 pub mod seeder;
+pub mod share;
 pub mod store;
 
 #[cfg(test)]
 mod laws;
 
 pub use body::{BodyError, Incoming, Limits, Origin};
-pub use holders::Holders;
 pub use record::Record;
+pub use share::Share;
 pub use store::{Changes, Counts, Pending, Spread, Store, StoreConfig};
 
 /// Milliseconds since the epoch: the clock every `ts` is read against.

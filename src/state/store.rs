@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::body::Incoming;
 use super::digest::{FINE_BUCKETS, fine_bucket};
-use super::holders::Holders;
 use super::record::{Record, write_key};
+use super::share::Share;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -34,22 +34,24 @@ struct Slot {
 /// Whether a change should be pushed on to other peers by this agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spread {
-    /// A local write: pushed at the next round to `r0` peers.
+    /// A local write: pushed at the next round down a tree over every peer (see
+    /// [`Share`](super::Share)).
     Push,
-    /// News received by push: passed on at the next round to one peer. Every agent that learns a
-    /// write passes it on once, so it keeps spreading, while each agent receives it about once
-    /// or twice rather than `r0` times; anti-entropy catches the few a push missed.
+    /// News received by a push with a share: passed on at the next round to the peers of that
+    /// share.
     Forward,
-    /// Not pushed (records pulled during anti-entropy: the peers that sent them already have them).
+    /// Not pushed: records pulled during anti-entropy (the peers that sent them already have
+    /// them), and pushes with an empty share (the leaves of the tree).
     Quiet,
 }
 
 /// What a push round has to send, before it takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     pub local: bool,
     pub forwarded: bool,
-    pub holders: Holders,
+    /// The peers the news is to be passed on to.
+    pub share: Share,
 }
 
 /// Keys changed since the last push, newest versions to be read at push time.
@@ -57,8 +59,8 @@ pub struct Pending {
 pub struct Changes {
     pub local: Vec<Box<str>>,
     pub forwarded: Vec<Box<str>>,
-    /// Peers known to hold all of `forwarded`.
-    pub holders: Holders,
+    /// The peers `forwarded` is to be passed on to.
+    pub share: Share,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,8 +84,8 @@ pub struct Store {
     tombstones: usize,
     changed: KeySet,
     forwarded: KeySet,
-    /// Peers known to hold every record in `forwarded`; `None` until news arrives.
-    forward_holders: Option<Holders>,
+    /// The peers `forwarded` is to be passed on to: the union of the shares that brought it.
+    forward_share: Share,
     /// When the state last changed (ms): anti-entropy waits for a quiet state.
     last_change: u64,
     /// How many records have changed the state so far: how fast it is changing.
@@ -103,7 +105,7 @@ impl Store {
             tombstones: 0,
             changed: KeySet::default(),
             forwarded: KeySet::default(),
-            forward_holders: None,
+            forward_share: Share::default(),
             last_change: 0,
             changes: 0,
         }
@@ -333,11 +335,11 @@ impl Store {
 
     /// Takes the keys changed since the last call, for the next push.
     pub fn take_changed(&mut self) -> Changes {
-        let (forwarded, holders) = self.take_forwarded();
+        let (forwarded, share) = self.take_forwarded();
         Changes {
             local: self.take_local(),
             forwarded,
-            holders,
+            share,
         }
     }
 
@@ -346,28 +348,25 @@ impl Store {
         self.changed.drain().collect()
     }
 
-    /// Takes the news received by push since the last call, and the peers known to hold it.
-    pub fn take_forwarded(&mut self) -> (Vec<Box<str>>, Holders) {
+    /// Takes the news received by push since the last call, and the peers to pass it on to.
+    pub fn take_forwarded(&mut self) -> (Vec<Box<str>>, Share) {
         let keys = self.forwarded.drain().collect();
-        (keys, self.forward_holders.take().unwrap_or_default())
+        (keys, std::mem::take(&mut self.forward_share))
     }
 
-    /// What the next push round has to send: local writes, news, and who holds the news.
+    /// What the next push round has to send: local writes, news, and where the news goes.
     pub fn pending(&self) -> Pending {
         Pending {
             local: !self.changed.is_empty(),
             forwarded: !self.forwarded.is_empty(),
-            holders: self.forward_holders.unwrap_or_default(),
+            share: self.forward_share.clone(),
         }
     }
 
-    /// Notes who holds the news a push just brought (kept with the news, under the same lock, so
-    /// a forward never carries a set that does not hold all of its records).
-    pub fn note_forward_holders(&mut self, holders: Holders) {
-        let known = self
-            .forward_holders
-            .map_or(holders, |h| h.intersection(holders));
-        self.forward_holders = Some(known);
+    /// Notes the share of the push that just brought news (kept with the news, under the same
+    /// lock, so a forward never leaves out a peer one of its records was meant for).
+    pub fn note_forward_share(&mut self, share: &Share) {
+        self.forward_share = self.forward_share.union(share);
     }
 
     pub fn has_changes(&self) -> bool {
