@@ -58,6 +58,11 @@ impl PeerClient {
         }
     }
 
+    /// What one request may last.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// How long a peer found silent is avoided: two timeouts, so a cut-off peer is retried about
     /// every third round of its would-be pushes rather than costing each of them a timeout.
     pub fn suspect_for(&self) -> Duration {

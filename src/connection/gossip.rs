@@ -7,11 +7,12 @@
 //! Each request runs in its own task and a peer with a request in flight is skipped, so a slow,
 //! dead or paused peer costs at most one `timeout` and never delays rounds to the others.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::sync::{Outcome, SyncMode, sync_with};
@@ -95,9 +96,8 @@ impl Recent {
     }
 }
 
-/// How many peers of its group one push may try in turn: a push whose peer failed, did not
-/// answer or was busy goes on to the next, so a fault keeps the fanout it would have had without
-/// it.
+/// How many peers of its group one push may find failed or silent before it gives up: a push
+/// goes on to the next, so a fault keeps the fanout it would have had without it.
 const PUSH_TRIES: usize = 3;
 
 /// Spawns one push per group with the newest versions of the changed keys: local writes down a
@@ -118,12 +118,12 @@ fn push_round(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
         let groups = node.peers.groups(r0, |p| pending.share.contains(p), rng);
         if !groups.is_empty() {
             let (keys, share) = node.write().take_forwarded();
-            let groups = if share == pending.share {
-                groups
-            } else {
-                // More news arrived in between, for more peers.
-                node.peers.groups(r0, |p| share.contains(p), rng)
-            };
+            // More news may have arrived in between, for more peers.
+            let groups = Some(share)
+                .filter(|share| *share != pending.share)
+                .map(|share| node.peers.groups(r0, |p| share.contains(p), rng))
+                .filter(|again| !again.is_empty())
+                .unwrap_or(groups);
             launch(node, &keys, groups);
         } else if !node.peers.list().iter().any(|p| pending.share.contains(p)) {
             // The share names no peer this agent knows of.
@@ -154,24 +154,42 @@ fn render(node: &Node, keys: &[Box<str>]) -> Vec<Bytes> {
 }
 
 /// Pushes `bodies` to the first peer of `group` with the rest as its share, and to the next
-/// while the push misses, so a dead, paused or busy peer never cuts its group off. A busy peer
-/// stays in the share of the next (it is alive, and will take the push from there); one that
-/// failed is left to anti-entropy.
+/// while the push misses, so a dead, paused or busy peer never cuts its group off. A peer that
+/// failed is left to anti-entropy (up to `PUSH_TRIES` failures); a busy one (a sync or another
+/// push to it started since the groups were dealt) goes to the back of the group, and when every
+/// peer left is busy the push waits for one, at most one `timeout` (what a request to it lasts).
 async fn spread(node: &Node, group: Vec<String>, bodies: &[Bytes]) {
-    let mut rest: std::collections::VecDeque<String> = group.into();
-    let mut busy = Vec::new();
-    for _ in 0..PUSH_TRIES {
-        let Some(peer) = rest.pop_front() else {
-            return;
-        };
-        let share = Share::of(rest.iter().chain(&busy).map(String::as_str));
+    let mut rest: VecDeque<String> = group.into();
+    let (mut failures, mut busy_in_a_row) = (0, 0);
+    let give_up = Instant::now() + node.client.timeout();
+    while let Some(peer) = rest.pop_front() {
+        let share = Share::of(rest.iter().map(String::as_str));
         match push_to(node, &peer, bodies, &share).await {
             Delivery::Taken => return,
-            Delivery::Busy => busy.push(peer),
-            Delivery::Failed => {}
+            Delivery::Failed => {
+                failures += 1;
+                busy_in_a_row = 0;
+                if failures == PUSH_TRIES {
+                    return;
+                }
+            }
+            Delivery::Busy => {
+                rest.push_back(peer);
+                busy_in_a_row += 1;
+                if busy_in_a_row >= rest.len() {
+                    if Instant::now() >= give_up {
+                        return;
+                    }
+                    tokio::time::sleep(BUSY_WAIT).await;
+                    busy_in_a_row = 0;
+                }
+            }
         }
     }
 }
+
+/// How long a push whose peers are all busy waits before trying them again.
+const BUSY_WAIT: Duration = Duration::from_millis(5);
 
 /// How one push went.
 enum Delivery {

@@ -182,7 +182,7 @@ pub fn apply(node: &Node, body: &[u8], spread: Spread, share: &Share) -> Result<
         .map(|(k, e)| store.merge_incoming(&k, e, now, spread))
         .filter(|changed| *changed)
         .count();
-    if spread == Spread::Forward && applied > 0 {
+    if spread == Spread::Forward {
         store.note_forward_share(share);
     }
     drop(store);

@@ -173,6 +173,11 @@ impl Store {
         }
         if let Some(slot) = self.entries.get(key) {
             if !record.supersedes(&slot.record) {
+                // Held already (a sync or a duplicate push brought it first): the push's share
+                // still counts on this agent to pass it on.
+                if spread == Spread::Forward && !self.changed.contains(key) {
+                    self.forwarded.insert(key.into());
+                }
                 return false;
             }
         }
@@ -495,6 +500,15 @@ mod tests {
         );
         assert_eq!(c.forwarded, vec![Box::<str>::from("pushed")]);
         assert_eq!(s.last_change(), 8);
+    }
+
+    #[test]
+    fn a_pushed_record_held_already_is_still_passed_on() {
+        let mut s = Store::new(CFG);
+        s.merge_incoming("k", inc("1", Some(1), None), 5, Spread::Quiet);
+        assert!(!s.merge_incoming("k", inc("1", Some(1), None), 6, Spread::Forward));
+        assert_eq!(s.take_changed().forwarded, vec![Box::<str>::from("k")]);
+        assert_eq!(s.last_change(), 5, "no change, so no new quiet period");
     }
 
     #[test]
