@@ -281,6 +281,51 @@ pub async fn purge_loop(node: Arc<Node>, interval: Duration, stop: CancellationT
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::peers::deal;
+
+    /// Plays a write down the tree as `push_round` deals it (no peer busy or failed, every agent
+    /// knowing every other): who receives it, how often, and after how many hops.
+    fn play_tree(n: usize, r0: usize, seed: u64) -> (Vec<usize>, usize) {
+        let names: Vec<String> = (0..n)
+            .map(|i| format!("10.0.{}.{}:4097", i / 250, i % 250))
+            .collect();
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut received = vec![0; n];
+        received[0] = 1;
+        let mut pushes = VecDeque::from([(0, None::<Share>, 0)]);
+        let mut depth = 0;
+        while let Some((agent, share, hops)) = pushes.pop_front() {
+            depth = usize::max(depth, hops);
+            let mut within: Vec<String> = (0..n)
+                .filter(|i| *i != agent)
+                .map(|i| names[i].clone())
+                .filter(|p| share.as_ref().is_none_or(|s| s.contains(p)))
+                .collect();
+            rng.shuffle(&mut within);
+            let heads = r0.min(within.len());
+            for group in deal(within, heads) {
+                let head = names.iter().position(|p| *p == group[0]).unwrap();
+                received[head] += 1;
+                let share = Share::of(group[1..].iter().map(String::as_str));
+                pushes.push_back((head, Some(share), hops + 1));
+            }
+        }
+        (received, depth)
+    }
+
+    #[test]
+    fn a_write_reaches_every_agent_once_in_log_rounds() {
+        for n in [3, 10, 30, 100] {
+            for seed in 0..5 {
+                let (received, depth) = play_tree(n, 3, seed);
+                assert!(received.iter().all(|r| *r >= 1), "N = {n}: {received:?}");
+                let duplicates: usize = received.iter().map(|r| r - 1).sum();
+                assert_eq!(duplicates, 0, "N = {n}: {duplicates} duplicates");
+                let rounds = (n as f64).log(4.0).ceil() as usize;
+                assert_eq!(depth, rounds, "N = {n}");
+            }
+        }
+    }
 
     #[test]
     fn a_calm_state_syncs_every_few_rounds_and_a_bulk_load_does_not() {
