@@ -15,6 +15,10 @@ pub type Response = warp::reply::Response;
 /// The header in which a push names the peers its receiver is to pass the news on to.
 pub const SHARE: &str = "c19-share";
 
+/// The header in which an agent's answers to its peers carry its id (see
+/// [`Share`](crate::state::Share)).
+pub const AGENT: &str = "c19-agent";
+
 /// A request with its body already read within the server's limit.
 #[derive(Debug)]
 pub struct Request {

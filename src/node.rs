@@ -45,6 +45,9 @@ pub struct NodeSettings {
 
 #[derive(Debug)]
 pub struct Node {
+    /// Random for each run, answered to peers: how they name this agent in a share whatever
+    /// address they reach it at.
+    pub id: u32,
     store: RwLock<Store>,
     pub peers: Peers,
     pub client: PeerClient,
@@ -58,6 +61,7 @@ pub struct Node {
 impl Node {
     pub fn new(store: Store, peers: Peers, client: PeerClient, settings: NodeSettings) -> Node {
         Node {
+            id: fastrand::u32(..),
             store: RwLock::new(store),
             peers,
             client,

@@ -76,6 +76,10 @@ fn handle_authorized(node: &Node, req: Request) -> Response {
     if let Some(len) = response_len(&response) {
         traffic.sent.add(len);
     }
+    let mut response = response;
+    response
+        .headers_mut()
+        .insert(http::AGENT, HeaderValue::from(node.id));
     response
 }
 

@@ -10,7 +10,7 @@ use hyper::{Method, Request, StatusCode, header};
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
 
-use crate::http::SHARE;
+use crate::http::{AGENT, SHARE};
 use crate::metrics::Counter;
 use crate::state::Share;
 
@@ -33,6 +33,15 @@ pub struct PeerClient {
     client: Client<HttpConnector, Full<Bytes>>,
     token: Option<String>,
     timeout: Duration,
+}
+
+/// A 2xx answer.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+    /// The id the answering agent gave (header `c19-agent`); C19 0.1 gives none.
+    pub agent: Option<u32>,
 }
 
 /// Bytes moved, counted on request and response bodies.
@@ -69,7 +78,7 @@ impl PeerClient {
         self.timeout * 2
     }
 
-    /// Sends one request with this client's token and returns the status and body of a 2xx answer.
+    /// Sends one request to a peer with this client's token and returns its 2xx answer.
     pub async fn call(
         &self,
         method: Method,
@@ -77,8 +86,9 @@ impl PeerClient {
         path: &str,
         body: Option<Bytes>,
         traffic: &Traffic,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
-        self.call_as(self.token.as_deref(), method, peer, path, body, traffic)
+    ) -> Result<Reply, ClientError> {
+        let token = self.token.as_deref();
+        self.send(token, method, peer, path, body, None, traffic)
             .await
     }
 
@@ -90,7 +100,7 @@ impl PeerClient {
         body: Bytes,
         share: &Share,
         traffic: &Traffic,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+    ) -> Result<Reply, ClientError> {
         let share = Some(share.encode()).filter(|s| !s.is_empty());
         let token = self.token.as_deref();
         self.send(token, Method::PUT, peer, "/", Some(body), share, traffic)
@@ -107,8 +117,10 @@ impl PeerClient {
         body: Option<Bytes>,
         traffic: &Traffic,
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        self.send(token, method, peer, path, body, None, traffic)
-            .await
+        let reply = self
+            .send(token, method, peer, path, body, None, traffic)
+            .await?;
+        Ok((reply.status, reply.body))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -121,7 +133,7 @@ impl PeerClient {
         body: Option<Bytes>,
         share: Option<String>,
         traffic: &Traffic,
-    ) -> Result<(StatusCode, Bytes), ClientError> {
+    ) -> Result<Reply, ClientError> {
         let transport = |message: String| ClientError::Transport {
             peer: peer.to_string(),
             message,
@@ -150,15 +162,19 @@ impl PeerClient {
                 .await
                 .map_err(|e| transport(error_chain(&e)))?;
             let status = resp.status();
+            let agent = resp
+                .headers()
+                .get(AGENT)
+                .and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
             let bytes = resp
                 .into_body()
                 .collect()
                 .await
                 .map_err(|e| transport(e.to_string()))?
                 .to_bytes();
-            Ok::<_, ClientError>((status, bytes))
+            Ok::<_, ClientError>((status, bytes, agent))
         };
-        let (status, bytes) = tokio::time::timeout(self.timeout, exchange)
+        let (status, bytes, agent) = tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| ClientError::Timeout {
                 peer: peer.to_string(),
@@ -174,7 +190,11 @@ impl PeerClient {
                 body,
             });
         }
-        Ok((status, bytes))
+        Ok(Reply {
+            status,
+            body: bytes,
+            agent,
+        })
     }
 }
 

@@ -115,17 +115,21 @@ fn push_round(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
         }
     }
     if pending.forwarded {
-        let groups = node.peers.groups(r0, |p| pending.share.contains(p), rng);
+        let members = node.peers.named_in(&pending.share);
+        let groups = node.peers.groups(r0, |p| members.contains(p), rng);
         if !groups.is_empty() {
             let (keys, share) = node.write().take_forwarded();
             // More news may have arrived in between, for more peers.
             let groups = Some(share)
                 .filter(|share| *share != pending.share)
-                .map(|share| node.peers.groups(r0, |p| share.contains(p), rng))
+                .map(|share| {
+                    let members = node.peers.named_in(&share);
+                    node.peers.groups(r0, |p| members.contains(p), rng)
+                })
                 .filter(|again| !again.is_empty())
                 .unwrap_or(groups);
             launch(node, &keys, groups);
-        } else if !node.peers.list().iter().any(|p| pending.share.contains(p)) {
+        } else if members.is_empty() {
             // The share names no peer this agent knows of.
             node.write().take_forwarded();
         }
@@ -163,7 +167,7 @@ async fn spread(node: &Node, group: Vec<String>, bodies: &[Bytes]) {
     let (mut failures, mut busy_in_a_row) = (0, 0);
     let give_up = Instant::now() + node.client.timeout();
     while let Some(peer) = rest.pop_front() {
-        let share = Share::of(rest.iter().map(String::as_str));
+        let share = node.peers.share_of(rest.iter().map(String::as_str));
         match push_to(node, &peer, bodies, &share).await {
             Delivery::Taken => return,
             Delivery::Failed => {
@@ -211,10 +215,17 @@ async fn push_to(node: &Node, peer: &str, bodies: &[Bytes], share: &Share) -> De
             .await;
         node.peers
             .report(peer, result.is_ok(), node.client.suspect_for());
-        if let Err(e) = result {
-            node.metrics.pushes_failed.inc();
-            tracing::debug!(error = %e, "push failed");
-            return Delivery::Failed;
+        match result {
+            Ok(reply) => {
+                if let Some(id) = reply.agent {
+                    node.peers.learn(peer, id);
+                }
+            }
+            Err(e) => {
+                node.metrics.pushes_failed.inc();
+                tracing::debug!(error = %e, "push failed");
+                return Delivery::Failed;
+            }
         }
     }
     Delivery::Taken
@@ -281,13 +292,33 @@ pub async fn purge_loop(node: Arc<Node>, interval: Duration, stop: CancellationT
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::connection::peers::deal;
 
-    /// Plays a write down the tree as `push_round` deals it (no peer busy or failed, every agent
-    /// knowing every other): who receives it, how often, and after how many hops.
+    /// Plays a write down the tree as `push_round` deals it (no peer busy or failed): who
+    /// receives it, how often, and after how many hops. Each agent spells the others'
+    /// addresses its own way (as through per-link proxies) and knows them by the ids they
+    /// answered with.
     fn play_tree(n: usize, r0: usize, seed: u64) -> (Vec<usize>, usize) {
-        let names: Vec<String> = (0..n)
-            .map(|i| format!("10.0.{}.{}:4097", i / 250, i % 250))
+        use crate::connection::peers::Peers;
+        let name = |from: usize, to: usize| format!("10.{from}.{}.{}:4097", to / 250, to % 250);
+        let agent_of = |peer: &str| {
+            peer.split('.').skip(2).fold(0, |n, p| {
+                n * 250 + p.trim_end_matches(":4097").parse::<usize>().unwrap()
+            })
+        };
+        let peers: Vec<Peers> = (0..n)
+            .map(|from| {
+                let peers = Peers::new(Default::default());
+                peers.set(
+                    (0..n)
+                        .filter(|to| *to != from)
+                        .map(|to| name(from, to))
+                        .collect(),
+                );
+                for to in (0..n).filter(|to| *to != from) {
+                    peers.learn(&name(from, to), 1000 + to as u32);
+                }
+                peers
+            })
             .collect();
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut received = vec![0; n];
@@ -296,17 +327,16 @@ mod tests {
         let mut depth = 0;
         while let Some((agent, share, hops)) = pushes.pop_front() {
             depth = usize::max(depth, hops);
-            let mut within: Vec<String> = (0..n)
-                .filter(|i| *i != agent)
-                .map(|i| names[i].clone())
-                .filter(|p| share.as_ref().is_none_or(|s| s.contains(p)))
-                .collect();
-            rng.shuffle(&mut within);
-            let heads = r0.min(within.len());
-            for group in deal(within, heads) {
-                let head = names.iter().position(|p| *p == group[0]).unwrap();
+            let members = share.map(|s| peers[agent].named_in(&s));
+            let groups = peers[agent].groups(
+                r0,
+                |p| members.as_ref().is_none_or(|m| m.contains(p)),
+                &mut rng,
+            );
+            for group in groups {
+                let head = agent_of(&group[0]);
                 received[head] += 1;
-                let share = Share::of(group[1..].iter().map(String::as_str));
+                let share = peers[agent].share_of(group[1..].iter().map(String::as_str));
                 pushes.push_back((head, Some(share), hops + 1));
             }
         }

@@ -5,6 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::state::Share;
+use crate::state::share::address_id;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PeerError {
     #[error("peer {0:?}: not an address, host or host:port")]
@@ -50,6 +53,9 @@ pub struct Peers {
     /// Peers whose last request failed, until when: chosen only when too few others are free,
     /// so pushes keep reaching live peers while some are cut off.
     suspects: Mutex<HashMap<String, Instant>>,
+    /// The ids peers answered with (header `c19-agent`), so a share names a peer the same way
+    /// for agents that spell its address differently.
+    ids: Mutex<HashMap<String, u32>>,
 }
 
 /// Marks a peer busy while a request to it is in flight; dropping it frees the peer.
@@ -77,6 +83,7 @@ impl Peers {
             own,
             in_flight: Mutex::default(),
             suspects: Mutex::default(),
+            ids: Mutex::default(),
         }
     }
 
@@ -89,8 +96,49 @@ impl Peers {
         if **current == peers {
             return false;
         }
+        self.ids
+            .lock()
+            .expect("peer lock")
+            .retain(|p, _| peers.binary_search(p).is_ok());
         *current = Arc::new(peers);
         true
+    }
+
+    /// Notes the id `peer` answered with; a restarted agent answers with a new one.
+    pub fn learn(&self, peer: &str, id: u32) {
+        if self
+            .list()
+            .binary_search_by(|p| p.as_str().cmp(peer))
+            .is_ok()
+        {
+            self.ids
+                .lock()
+                .expect("peer lock")
+                .insert(peer.to_string(), id);
+        }
+    }
+
+    /// The share naming `members`: each by its address and, once learned, by its id, so that a
+    /// receiver finds it by either (see [`Share`]).
+    pub fn share_of<'a>(&self, members: impl IntoIterator<Item = &'a str>) -> Share {
+        let ids = self.ids.lock().expect("peer lock");
+        Share::of(
+            members
+                .into_iter()
+                .flat_map(|p| std::iter::once(address_id(p)).chain(ids.get(p).copied())),
+        )
+    }
+
+    /// The peers `share` names, by address or by learned id.
+    pub fn named_in(&self, share: &Share) -> HashSet<String> {
+        let ids = self.ids.lock().expect("peer lock");
+        self.list()
+            .iter()
+            .filter(|p| {
+                share.contains(address_id(p)) || ids.get(*p).is_some_and(|id| share.contains(*id))
+            })
+            .cloned()
+            .collect()
     }
 
     pub fn list(&self) -> Arc<Vec<String>> {
@@ -236,6 +284,32 @@ mod tests {
             assert!(groups.iter().all(|g| g[0] != "10.0.0.1:4097"));
             assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 6);
         }
+    }
+
+    #[test]
+    fn a_share_names_peers_by_address_and_by_the_id_they_answered_with() {
+        // The sender reaches c through a proxy; the receiver knows c by its own address.
+        let (sender, receiver) = (Peers::new(HashSet::new()), Peers::new(HashSet::new()));
+        sender.set(vec!["b:4097".into(), "proxy-to-c:4097".into()]);
+        receiver.set(vec!["a:4097".into(), "c:4097".into()]);
+        let named = |share: &Share| {
+            let mut v: Vec<String> = receiver.named_in(share).into_iter().collect();
+            v.sort();
+            v
+        };
+        // Before either has learned c's id, only addresses spelled alike match.
+        let share = sender.share_of(["proxy-to-c:4097"]);
+        assert!(named(&share).is_empty());
+        assert_eq!(named(&sender.share_of(["c:4097"])), ["c:4097"]);
+        sender.learn("proxy-to-c:4097", 0xC19);
+        receiver.learn("c:4097", 0xC19);
+        assert_eq!(named(&sender.share_of(["proxy-to-c:4097"])), ["c:4097"]);
+        // Ids of peers no longer listed are forgotten; unknown peers are not learned.
+        receiver.learn("z:4097", 7);
+        receiver.set(vec!["a:4097".into()]);
+        receiver.set(vec!["a:4097".into(), "c:4097".into()]);
+        assert!(named(&sender.share_of(["proxy-to-c:4097"])).is_empty());
+        assert!(named(&Share::of([7])).is_empty());
     }
 
     #[test]

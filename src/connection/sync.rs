@@ -9,7 +9,7 @@ use hyper::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::client::ClientError;
+use super::client::{ClientError, Reply};
 use super::fingerprints::{FingerprintError, decode, encode, short};
 use crate::node::Node;
 use crate::state::digest::{bucket_count, valid_count};
@@ -226,13 +226,20 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
         .client
         .call(Method::POST, peer, "/c19/sync", Some(offer.into()), traffic)
         .await;
-    let (status, body) = match sent {
+    let Reply {
+        status,
+        body,
+        agent,
+    } = match sent {
         Err(ClientError::Status {
             status: hyper::StatusCode::CONFLICT,
             ..
         }) => return Ok(Outcome::Busy),
         other => other?,
     };
+    if let Some(id) = agent {
+        node.peers.learn(peer, id);
+    }
     if status == hyper::StatusCode::NO_CONTENT {
         return Ok(Outcome::Equal);
     }
@@ -262,7 +269,7 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
     if !request.fingerprints.is_empty() {
         let encoded = serde_json::to_vec(&request).expect("diff serializes");
         cost.add(encoded.len() as u64);
-        let (_, body) = node
+        let body = node
             .client
             .call(
                 Method::POST,
@@ -271,7 +278,8 @@ pub async fn sync_with(node: &Node, peer: &str, mode: SyncMode) -> Result<Outcom
                 Some(encoded.into()),
                 traffic,
             )
-            .await?;
+            .await?
+            .body;
         cost.add(body.len() as u64);
         let reply: DiffReply =
             serde_json::from_slice(&body).map_err(|e| protocol(e.to_string()))?;

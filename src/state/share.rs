@@ -6,7 +6,11 @@
 //! (ten agents, r0 3) to anti-entropy because of forwards that met an agent that already held
 //! the news.
 //!
-//! A share names each peer by a 32-bit hash of its address, sent as base64 (~5.3 bytes a peer).
+//! A share names each peer by a 32-bit hash of its address and, once learned, by the id the
+//! peer answers with (header `c19-agent`), sent as base64 (~5.3 bytes a name): agents that
+//! spell a peer differently (a host name here, an IP there, a proxy in between) still agree on
+//! its id, and before they have learned it the address hashes agree wherever the spelling does
+//! (the operator and the DNS provider hand every agent the same addresses).
 //! A Bloom filter was tried first: every receiver tests each of its N peers against the share,
 //! so false positives must stay well below 1/N, and at 100 agents a 2-bit-per-name filter made
 //! 30% of the pushes duplicates. Two addresses whose hashes collide (odds about N²/2^33) only
@@ -24,8 +28,9 @@ pub struct Share {
 }
 
 impl Share {
-    pub fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Share {
-        let mut hashes: Vec<u32> = names.into_iter().map(hash).collect();
+    /// The share of these ids (see [`address_id`]).
+    pub fn of(ids: impl IntoIterator<Item = u32>) -> Share {
+        let mut hashes: Vec<u32> = ids.into_iter().collect();
         hashes.sort_unstable();
         hashes.dedup();
         Share { hashes }
@@ -35,8 +40,8 @@ impl Share {
         self.hashes.is_empty()
     }
 
-    pub fn contains(&self, name: &str) -> bool {
-        self.hashes.binary_search(&hash(name)).is_ok()
+    pub fn contains(&self, id: u32) -> bool {
+        self.hashes.binary_search(&id).is_ok()
     }
 
     /// Both shares: news merged from two pushes goes on to the peers either was to reach.
@@ -69,8 +74,9 @@ impl Share {
     }
 }
 
-fn hash(name: &str) -> u32 {
-    xxh64(name.as_bytes(), 0x6331_3968) as u32
+/// The id of a peer known only by its address.
+pub fn address_id(address: &str) -> u32 {
+    xxh64(address.as_bytes(), 0x6331_3968) as u32
 }
 
 #[cfg(test)]
@@ -84,7 +90,11 @@ mod tests {
     }
 
     fn share(names: &[String]) -> Share {
-        Share::of(names.iter().map(|s| s.as_str()))
+        Share::of(names.iter().map(|s| address_id(s)))
+    }
+
+    fn holds(share: &Share, name: &str) -> bool {
+        share.contains(address_id(name))
     }
 
     #[test]
@@ -92,9 +102,9 @@ mod tests {
         for n in [1, 2, 10, 33, 100] {
             let inside = names(1..=n);
             let s = share(&inside);
-            assert!(inside.iter().all(|n| s.contains(n)));
+            assert!(inside.iter().all(|n| holds(&s, n)));
             assert_eq!(Share::decode(&s.encode()), Some(s.clone()));
-            assert!(names(1000..=9999).iter().all(|n| !s.contains(n)));
+            assert!(names(1000..=9999).iter().all(|n| !holds(&s, n)));
         }
         assert_eq!(share(&names(1..=3)).encode().len(), 16);
     }
@@ -103,7 +113,7 @@ mod tests {
     fn a_union_holds_both_shares() {
         let (a, b) = (names(1..=2), names(2..=40));
         let both = share(&a).union(&share(&b));
-        assert!(a.iter().chain(&b).all(|n| both.contains(n)));
+        assert!(a.iter().chain(&b).all(|n| holds(&both, n)));
         assert_eq!(both, share(&names(1..=40)));
         assert_eq!(Share::default().union(&share(&b)), share(&b));
     }
@@ -111,7 +121,7 @@ mod tests {
     #[test]
     fn the_empty_share_holds_no_one_and_is_not_sent() {
         let empty = Share::of(std::iter::empty());
-        assert!(empty.is_empty() && !empty.contains("10.0.0.1:4097"));
+        assert!(empty.is_empty() && !holds(&empty, "10.0.0.1:4097"));
         assert_eq!(empty.encode(), "");
         assert_eq!(Share::decode(""), Some(empty));
     }

@@ -41,6 +41,42 @@ struct Outcomes {
     heal_ms: Option<u64>,
 }
 
+/// Through the proxies each agent spells the others' addresses its own way, so a share can name
+/// agents only by the ids they answer with: a write still goes down the tree to every agent,
+/// each receiving it by exactly one push (a share nobody can read would stop at the writer's
+/// `r0` peers and leave the rest to anti-entropy).
+#[test]
+fn pushes_go_down_the_tree_between_agents_that_spell_each_other_differently() {
+    let cluster = Cluster::start("faults-spelling", AGENTS);
+    let pushes = || -> u64 {
+        (0..AGENTS)
+            .map(|i| {
+                let (_, text) = common::get(&cluster.agents[i].lock().unwrap().peer(), "/metrics");
+                text.lines()
+                    .find_map(|l| l.strip_prefix("c19_pushes_sent_total "))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .expect("c19_pushes_sent_total")
+            })
+            .sum()
+    };
+    // The agents' syncs while idle let them learn each other's ids.
+    std::thread::sleep(Duration::from_secs(2));
+    for writer in 0..AGENTS {
+        let before = pushes();
+        let key = format!("spelled-{writer}");
+        let body = format!(r#"{{"{key}": {{"value": 1}}}}"#);
+        let (status, reply) = common::put(&cluster.apps[writer], "/", &body);
+        assert!((200..300).contains(&status), "{status} {reply}");
+        common::wait_for(Duration::from_secs(10), || {
+            (0..AGENTS).all(|i| common::get(&cluster.apps[i], &format!("/{key}")).0 == 200)
+        })
+        .expect("the write reaches every agent");
+        // The last push is counted when its answer is in.
+        std::thread::sleep(Duration::from_millis(3 * PUSH_MS));
+        assert_eq!(pushes() - before, AGENTS as u64 - 1, "pushes of {key}");
+    }
+}
+
 #[test]
 fn short_schedule_keeps_every_acknowledged_write() {
     let hold = Duration::from_secs(5);
