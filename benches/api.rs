@@ -2,10 +2,11 @@
 //! For each, the most requests per second 32 connections get (closed loop), then p50/p99/p999
 //! latency at a fixed rate of 70% of that, measured from each request's *scheduled* send time when
 //! an earlier answer delayed it, so a stall counts against every request it delays (no coordinated
-//! omission). Then GET again while
-//! the agent's peers gossip writes to it in the background; then the throughput-latency curve
-//! (plotted to `target/bench/api.png`), and closed-loop runs with wrk against the agent and
-//! redis-benchmark against Redis as a reference, when installed (`scripts/bench-deps`).
+//! omission). Then GET again while the agent's peers gossip writes to it in the background; then
+//! the throughput-latency curve (plotted to `target/bench/api.png`), and closed-loop runs with wrk
+//! against the agent and redis-benchmark against Redis as a reference, when installed
+//! (`scripts/bench-deps`). A last wrk GET runs against an agent pinned to CPU 0 with wrk on CPU 1:
+//! on two cores, the closed-loop p99 is mostly the agent and wrk waiting for each other's core.
 //!
 //!   cargo bench --bench api                 # 3 s per measurement
 //!   C19_BENCH_FULL=1 cargo bench --bench api # 10 s per measurement
@@ -297,6 +298,14 @@ fn closed_loop(app: &str, secs: u64) -> serde_json::Value {
         secs,
         Some(r#"{"value":"some value"}"#),
     );
+    // The same GET with the agent on CPU 0 (one worker) and wrk on CPU 1: what the agent's
+    // latency is when it does not compete with the load generator for both cores.
+    let pinned = {
+        let agent = Group::start_pinned("api-pinned", 101, "0");
+        let app = agent.app(0);
+        support::common::put(&app, "/", r#"{"key-1": {"value": "value 1"}}"#);
+        external::wrk_pinned("1", &format!("http://{app}/key-1"), CONNECTIONS, secs)
+    };
     let redis = external::redis_reference(CONNECTIONS, if full() { 1_000_000 } else { 200_000 });
     if get.is_none() && redis.is_none() {
         println!("\nclosed loop: wrk and redis-benchmark not installed (scripts/bench-deps)");
@@ -333,6 +342,7 @@ fn closed_loop(app: &str, secs: u64) -> serde_json::Value {
     };
     line("c19 GET (wrk)", get, redis_rps("GET"));
     line("c19 PUT 1 (wrk)", put, redis_rps("SET"));
+    line("c19 GET (pinned)", pinned, redis_rps("GET"));
     for (name, r) in redis.iter().flatten() {
         line(&format!("Redis {name}"), Some(*r), None);
     }

@@ -37,6 +37,25 @@ impl Group {
         connection: &str,
         provider: Option<&str>,
     ) -> Group {
+        Group::launch(name, net, n, connection, provider, None)
+    }
+
+    /// One agent without peers on one CPU with one tokio worker (`taskset`), so a load generator
+    /// pinned to the other CPU measures the agent's latency rather than the two competing for
+    /// both cores.
+    pub fn start_pinned(name: &str, net: u8, cpu: &str) -> Group {
+        let none = Some("{kind: Static, peers: []}");
+        Group::launch(name, net, 1, "", none, Some(cpu))
+    }
+
+    fn launch(
+        name: &str,
+        net: u8,
+        n: usize,
+        connection: &str,
+        provider: Option<&str>,
+        cpu: Option<&str>,
+    ) -> Group {
         let dir = scratch(name);
         std::fs::create_dir_all(&dir).unwrap();
         let ips: Vec<String> = (0..n)
@@ -60,9 +79,17 @@ impl Group {
                 ),
             )
             .unwrap();
+            let mut cmd = match cpu {
+                Some(cpu) => {
+                    let mut c = Command::new("taskset");
+                    c.args(["-c", cpu, common::BIN])
+                        .env("TOKIO_WORKER_THREADS", "1");
+                    c
+                }
+                None => Command::new(common::BIN),
+            };
             children.push(
-                Command::new(common::BIN)
-                    .args(["agent", "--config"])
+                cmd.args(["agent", "--config"])
                     .arg(&cfg)
                     .env("RUST_LOG", "warn")
                     .stdout(Stdio::null())
