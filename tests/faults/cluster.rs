@@ -1,5 +1,5 @@
-//! N real agents on `127.40.0.<i>` whose every peer link runs through its own [`LinkProxy`]
-//! (`127.41.<from>.<to>:4097`), and the faults the nemesis applies to them.
+//! N real agents on `127.<net>.0.<i>` whose every peer link runs through its own [`LinkProxy`]
+//! (`127.<net + 1>.<from>.<to>:4097`), and the faults the nemesis applies to them.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -69,15 +69,16 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn start(name: &str, n: usize) -> Cluster {
+    /// Each test its own `net`, so a test never meets the sockets of the one before.
+    pub fn start(name: &str, net: u8, n: usize) -> Cluster {
         let dir = TempDir::new(name);
-        let ip = |i: usize| format!("127.40.0.{}", i + 1);
+        let ip = |i: usize| format!("127.{net}.0.{}", i + 1);
         let links: Vec<Vec<Option<LinkProxy>>> = (0..n)
             .map(|from| {
                 (0..n)
                     .map(|to| {
                         (from != to).then(|| {
-                            let listen = format!("127.41.{}.{}:4097", from + 1, to + 1);
+                            let listen = format!("127.{}.{}.{}:4097", net + 1, from + 1, to + 1);
                             LinkProxy::start(&listen, &format!("{}:4097", ip(to)))
                                 .unwrap_or_else(|e| panic!("proxy on {listen}: {e}"))
                         })

@@ -30,6 +30,13 @@ const KILL_WINDOW_MS: u64 = 2 * PUSH_MS + TIMEOUT_MS;
 /// Longest wait for a heal before the run fails: far beyond the target, only to end the test.
 const HEAL_LIMIT: Duration = Duration::from_secs(30);
 
+/// The tests bind the same addresses and time what they measure: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Step {
     fault: Fault,
     hold: Duration,
@@ -47,7 +54,8 @@ struct Outcomes {
 /// `r0` peers and leave the rest to anti-entropy).
 #[test]
 fn pushes_go_down_the_tree_between_agents_that_spell_each_other_differently() {
-    let cluster = Cluster::start("faults-spelling", AGENTS);
+    let _serial = serial();
+    let cluster = Cluster::start("faults-spelling", 42, AGENTS);
     let pushes = || -> u64 {
         (0..AGENTS)
             .map(|i| {
@@ -91,7 +99,7 @@ fn short_schedule_keeps_every_acknowledged_write() {
     .into_iter()
     .map(|fault| Step { fault, hold })
     .collect();
-    run("short", schedule);
+    run("short", 40, schedule);
 }
 
 #[test]
@@ -121,11 +129,12 @@ fn long_random_schedule_keeps_every_acknowledged_write() {
         total += hold + Duration::from_secs(5);
         schedule.push(Step { fault, hold });
     }
-    run("long", schedule);
+    run("long", 44, schedule);
 }
 
-fn run(name: &str, schedule: Vec<Step>) {
-    let cluster = Arc::new(Cluster::start(&format!("faults-{name}"), AGENTS));
+fn run(name: &str, net: u8, schedule: Vec<Step>) {
+    let _serial = serial();
+    let cluster = Arc::new(Cluster::start(&format!("faults-{name}"), net, AGENTS));
     let workload = Workload::start(&cluster, 3);
     let all: Vec<usize> = (0..AGENTS).collect();
     std::thread::sleep(Duration::from_secs(3));
