@@ -106,15 +106,13 @@ impl Peers {
 
     /// Notes the id `peer` answered with; a restarted agent answers with a new one.
     pub fn learn(&self, peer: &str, id: u32) {
-        if self
+        let listed = self
             .list()
             .binary_search_by(|p| p.as_str().cmp(peer))
-            .is_ok()
-        {
-            self.ids
-                .lock()
-                .expect("peer lock")
-                .insert(peer.to_string(), id);
+            .is_ok();
+        let mut ids = self.ids.lock().expect("peer lock");
+        if listed && ids.get(peer) != Some(&id) {
+            ids.insert(peer.to_string(), id);
         }
     }
 
