@@ -46,7 +46,7 @@ pub async fn handle(node: Arc<Node>, req: Request) -> Response {
 fn handle_authorized(node: &Node, req: Request) -> Response {
     let traffic = &node.metrics.traffic;
     traffic.received.add(req.body.len() as u64);
-    let response = match (&req.method, req.path.as_str()) {
+    let mut response = match (&req.method, req.path.as_str()) {
         (&Method::GET, "/") => http::json(StatusCode::OK, node.read().dump(now_ms(), true)),
         (&Method::PUT, "/") => {
             let share = req.share.as_deref().and_then(Share::decode);
@@ -76,7 +76,6 @@ fn handle_authorized(node: &Node, req: Request) -> Response {
     if let Some(len) = response_len(&response) {
         traffic.sent.add(len);
     }
-    let mut response = response;
     response
         .headers_mut()
         .insert(http::AGENT, HeaderValue::from(node.id));
