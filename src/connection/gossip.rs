@@ -115,21 +115,17 @@ fn push_round(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
         }
     }
     if pending.forwarded {
-        let members = node.peers.named_in(&pending.share);
-        let groups = node.peers.groups(r0, |p| members.contains(p), rng);
+        let groups = node.peers.groups_in(r0, &pending.share, rng);
         if !groups.is_empty() {
             let (keys, share) = node.write().take_forwarded();
             // More news may have arrived in between, for more peers.
             let groups = Some(share)
                 .filter(|share| *share != pending.share)
-                .map(|share| {
-                    let members = node.peers.named_in(&share);
-                    node.peers.groups(r0, |p| members.contains(p), rng)
-                })
+                .map(|share| node.peers.groups_in(r0, &share, rng))
                 .filter(|again| !again.is_empty())
                 .unwrap_or(groups);
             launch(node, &keys, groups);
-        } else if members.is_empty() {
+        } else if node.peers.named_in(&pending.share).is_empty() {
             // The share names no peer this agent knows of.
             node.write().take_forwarded();
         }
@@ -327,12 +323,10 @@ mod tests {
         let mut depth = 0;
         while let Some((agent, share, hops)) = pushes.pop_front() {
             depth = usize::max(depth, hops);
-            let members = share.map(|s| peers[agent].named_in(&s));
-            let groups = peers[agent].groups(
-                r0,
-                |p| members.as_ref().is_none_or(|m| m.contains(p)),
-                &mut rng,
-            );
+            let groups = match share {
+                Some(share) => peers[agent].groups_in(r0, &share, &mut rng),
+                None => peers[agent].groups(r0, |_| true, &mut rng),
+            };
             for group in groups {
                 let head = agent_of(&group[0]);
                 received[head] += 1;

@@ -155,7 +155,17 @@ impl Peers {
     /// peer never holds back gossip to the others; suspected peers only when too few others are
     /// free.
     pub fn pick(&self, n: usize, rng: &mut fastrand::Rng) -> Vec<String> {
-        self.choose(n, rng)
+        let mut free: Vec<String> = {
+            let busy = self.in_flight.lock().expect("peer lock");
+            self.list()
+                .iter()
+                .filter(|p| !busy.contains(*p))
+                .cloned()
+                .collect()
+        };
+        self.trusted_first(&mut free, rng);
+        free.truncate(n);
+        free
     }
 
     /// The peers `within` dealt into up to `n` groups, for a push down a tree: each group's
@@ -184,21 +194,13 @@ impl Peers {
         deal(free, heads)
     }
 
-    fn choose(&self, n: usize, rng: &mut fastrand::Rng) -> Vec<String> {
-        let mut free: Vec<String> = {
-            let busy = self.in_flight.lock().expect("peer lock");
-            self.list()
-                .iter()
-                .filter(|p| !busy.contains(*p))
-                .cloned()
-                .collect()
-        };
-        self.trusted_first(&mut free, rng);
-        free.truncate(n);
-        free
+    /// Shuffles `peers`, then moves the suspected ones to the end.
+    /// [`Peers::groups`] over the peers `share` names: where news received by push goes on.
+    pub fn groups_in(&self, n: usize, share: &Share, rng: &mut fastrand::Rng) -> Vec<Vec<String>> {
+        let members = self.named_in(share);
+        self.groups(n, |p| members.contains(p), rng)
     }
 
-    /// Shuffles `peers`, then moves the suspected ones to the end.
     fn trusted_first(&self, peers: &mut [String], rng: &mut fastrand::Rng) {
         rng.shuffle(peers);
         let now = Instant::now();
