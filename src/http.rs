@@ -4,13 +4,20 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures::{Stream, StreamExt};
-use warp::Filter;
-use warp::http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
 
-pub type Response = warp::reply::Response;
+pub type Response = hyper::Response<Full<Bytes>>;
 
 /// The header in which a push names the peers its receiver is to pass the news on to.
 pub const SHARE: &str = "c19-share";
@@ -101,10 +108,10 @@ pub fn text(body: String) -> Response {
 }
 
 /// Reads a body, refusing with 413 as soon as it is known to exceed `limit` bytes.
-async fn read_body<S, B>(declared: Option<u64>, stream: S, limit: usize) -> Result<Bytes, Response>
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Response>
 where
-    S: Stream<Item = Result<B, warp::Error>>,
-    B: Buf,
+    B: Body,
+    B::Error: std::fmt::Display,
 {
     let too_large = || {
         error(
@@ -112,14 +119,18 @@ where
             format!("body larger than {limit} bytes"),
         )
     };
+    let declared = body.size_hint().exact();
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
-    let mut stream = std::pin::pin!(stream);
-    while let Some(chunk) = stream.next().await {
-        let mut chunk =
-            chunk.map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading body: {e}")))?;
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading body: {e}")))?;
+        let Ok(mut chunk) = frame.into_data() else {
+            continue; // trailers carry nothing c19 reads
+        };
         if buf.len() + chunk.remaining() > limit {
             return Err(too_large());
         }
@@ -133,65 +144,123 @@ where
     Ok(buf.freeze())
 }
 
-/// A warp filter that hands every request, body read within `limit`, to `handler`. It extracts
-/// only the headers that are used, rather than cloning every header of every request.
-pub fn route<H, Fut>(
+/// A header as text; `Err(name)` when it is not visible ASCII.
+fn header_text(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, &'static str> {
+    headers
+        .get(name)
+        .map(|v| v.to_str().map(str::to_owned).map_err(|_| name))
+        .transpose()
+}
+
+/// Turns a hyper request into a [`Request`] (body read within `limit`) and answers it. Only the
+/// headers c19 uses are copied, rather than every header of every request.
+async fn answer<H, Fut>(req: hyper::Request<Incoming>, limit: usize, handler: H) -> Response
+where
+    H: Fn(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let (parts, body) = req.into_parts();
+    let headers = (
+        header_text(&parts.headers, "authorization"),
+        header_text(&parts.headers, SHARE),
+    );
+    let (authorization, share) = match headers {
+        (Ok(authorization), Ok(share)) => (authorization, share),
+        (Err(name), _) | (_, Err(name)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("header {name} is not visible ASCII"),
+            );
+        }
+    };
+    match read_body(body, limit).await {
+        Ok(body) => {
+            handler(Request {
+                method: parts.method,
+                path: parts.uri.path().to_owned(),
+                authorization,
+                share,
+                body,
+            })
+            .await
+        }
+        Err(response) => response,
+    }
+}
+
+/// How long open connections get to finish their request at shutdown: a client that sends its
+/// body slowly must not hold the process past Kubernetes' grace period, when it would be killed
+/// before its last push.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 on a bound listener, each request's body read within `limit` and handed to
+/// `handler`, until `shutdown` resolves; then stops accepting and lets open connections finish
+/// the request they are on.
+pub async fn serve<H, Fut>(
+    listener: TcpListener,
     limit: usize,
     handler: H,
-) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static
-where
+    shutdown: impl Future<Output = ()>,
+) where
     H: Fn(Request) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response> + Send + 'static,
 {
-    warp::method()
-        .and(warp::path::full())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(warp::header::optional::<String>(SHARE))
-        .and(warp::header::optional::<u64>("content-length"))
-        .and(warp::body::stream())
-        .then(
-            move |method: Method,
-                  path: warp::path::FullPath,
-                  authorization: Option<String>,
-                  share: Option<String>,
-                  declared: Option<u64>,
-                  body| {
-                let handler = handler.clone();
-                async move {
-                    match read_body(declared, body, limit).await {
-                        Ok(body) => {
-                            let path = path.as_str().to_owned();
-                            handler(Request {
-                                method,
-                                path,
-                                authorization,
-                                share,
-                                body,
-                            })
-                            .await
-                        }
-                        Err(response) => response,
-                    }
+    let mut builder = http1::Builder::new();
+    // A client gets 30 s (hyper's default) to send its headers, then the connection is closed:
+    // hyper enforces that only with a timer.
+    builder.timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
                 }
             },
-        )
+            () = &mut shutdown => break,
+        };
+        // Answers are written whole; waiting for an ACK before sending the next would only
+        // add latency.
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(answer(req, limit, handler).await) }
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open {} s after shutdown began; closing them",
+            DRAIN.as_secs()
+        );
+    }
 }
 
-/// Serves `filter` on a bound listener until `shutdown` resolves, then drains connections.
-pub async fn serve<F>(
-    listener: tokio::net::TcpListener,
-    filter: F,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) where
-    F: Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
-{
-    let filter = filter
-        .recover(|_| async { Ok::<_, Infallible>(error(StatusCode::BAD_REQUEST, "bad request")) });
-    warp::serve(filter)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await
+/// A failed accept is the client's problem (it reset the connection) or the process's (out of
+/// file descriptors); in the second case, back off instead of spinning on the same error.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(error = %e, "accepting a connection failed; retrying in 100 ms");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 #[cfg(test)]
@@ -208,20 +277,18 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused() {
+        use http_body_util::StreamBody;
+        use hyper::body::Frame;
         let chunks = || {
-            futures::stream::iter(
-                (0..3).map(|_| Ok::<_, warp::Error>(Bytes::from_static(b"12345"))),
-            )
+            StreamBody::new(futures::stream::iter((0..3).map(|_| {
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"12345")))
+            })))
         };
-        assert_eq!(read_body(None, chunks(), 15).await.unwrap().len(), 15);
-        let r = read_body(None, chunks(), 14).await.unwrap_err();
+        assert_eq!(read_body(chunks(), 15).await.unwrap().len(), 15);
+        let r = read_body(chunks(), 14).await.unwrap_err();
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let r = read_body(
-            Some(100),
-            futures::stream::empty::<Result<Bytes, warp::Error>>(),
-            14,
-        )
-        .await;
+        let declared = Full::new(Bytes::from(vec![0u8; 100]));
+        let r = read_body(declared, 14).await;
         assert_eq!(r.unwrap_err().status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }

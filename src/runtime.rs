@@ -133,21 +133,21 @@ pub async fn run_agent(
     let peer_stop = stop.clone();
     let app = {
         let node = node.clone();
-        let route = crate::http::route(spec.agent.max_body_bytes, move |req| {
-            crate::agent::handle(node.clone(), req)
-        });
-        tokio::spawn(crate::http::serve(app_listener, route, async move {
-            app_stop.cancelled().await
-        }))
+        tokio::spawn(crate::http::serve(
+            app_listener,
+            spec.agent.max_body_bytes,
+            move |req| crate::agent::handle(node.clone(), req),
+            async move { app_stop.cancelled().await },
+        ))
     };
     let peer = {
         let node = node.clone();
-        let route = crate::http::route(spec.connection.max_body_bytes, move |req| {
-            crate::connection::api::handle(node.clone(), req)
-        });
-        tokio::spawn(crate::http::serve(peer_listener, route, async move {
-            peer_stop.cancelled().await
-        }))
+        tokio::spawn(crate::http::serve(
+            peer_listener,
+            spec.connection.max_body_bytes,
+            move |req| crate::connection::api::handle(node.clone(), req),
+            async move { peer_stop.cancelled().await },
+        ))
     };
     let gossip = tokio::spawn(gossip::run(node.clone(), gossip_config, stop.clone()));
     node.set_ready(true);

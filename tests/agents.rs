@@ -337,6 +337,15 @@ fn bad_input_gets_a_4xx_and_changes_nothing() {
         request(&a.peer(), "PUT", "/", None, &[("Content-Length", "200000")]).0,
         413
     );
+    let (status, text) = request(
+        &a.peer(),
+        "GET",
+        "/c19/digest",
+        None,
+        &[("Authorization", "Bearer caf\u{e9}")],
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("header authorization"), "{text}");
     assert_eq!(
         request(
             &a.peer(),

@@ -9,6 +9,7 @@ use c19::connection::client::{PeerClient, Traffic};
 use c19::operator::agents::{feed_all, probe_all};
 use c19::operator::health::{Member, Observation, Probe, observe};
 use common::*;
+use hyper::StatusCode;
 
 const TOKEN: &str = "group-token";
 
@@ -111,17 +112,25 @@ async fn fed_agents_converge_and_the_probe_sees_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_without_a_digest_endpoint_are_probed_through_their_full_map() {
-    use warp::Filter;
     // A C19 0.1 agent: no /c19/digest, the full map on GET /.
-    let legacy = warp::path::end().map(|| {
-        warp::reply::json(
-            &serde_json::json!({"cat": {"value": "garfield", "ts": 1601241450390u64, "ttl": null}}),
-        )
-    });
+    let legacy = |req: c19::http::Request| async move {
+        match req.path.as_str() {
+            "/" => c19::http::json_value(
+                StatusCode::OK,
+                &serde_json::json!({"cat": {"value": "garfield", "ts": 1601241450390u64, "ttl": null}}),
+            ),
+            _ => c19::http::error(StatusCode::NOT_FOUND, "Not Found"),
+        }
+    };
     let listener = tokio::net::TcpListener::bind("127.30.1.1:4097")
         .await
         .unwrap();
-    tokio::spawn(warp::serve(legacy).incoming(listener).run());
+    tokio::spawn(c19::http::serve(
+        listener,
+        1024,
+        legacy,
+        std::future::pending(),
+    ));
 
     let dir = TempDir::new("operator-legacy");
     let ours = Agent::start(&dir, "127.30.1.2", &config("127.30.1.2", &[], 100, ""));
@@ -156,12 +165,16 @@ async fn agents_without_a_digest_endpoint_are_probed_through_their_full_map() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_answering_garbage_is_reported_not_fatal() {
-    use warp::Filter;
-    let garbage = warp::any().map(|| "<html>definitely not a digest</html>");
+    let garbage = |_| async { c19::http::text("<html>definitely not a digest</html>".into()) };
     let listener = tokio::net::TcpListener::bind("127.30.2.1:4097")
         .await
         .unwrap();
-    tokio::spawn(warp::serve(garbage).incoming(listener).run());
+    tokio::spawn(c19::http::serve(
+        listener,
+        1024,
+        garbage,
+        std::future::pending(),
+    ));
     let dir = TempDir::new("operator-garbage");
     let ours = Agent::start(&dir, "127.30.2.2", &config("127.30.2.2", &[], 100, ""));
     let members = [

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use warp::http::{Method, StatusCode};
+use hyper::{Method, StatusCode};
 
 use crate::http::{self, Request, Response};
 use crate::node::Node;

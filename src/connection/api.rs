@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
-use warp::http::{HeaderValue, Method, StatusCode, header};
 
 use super::peers::normalize;
 use super::sync::{self, DiffRequest, Offer};

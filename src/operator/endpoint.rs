@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use warp::http::{Method, StatusCode};
+use hyper::{Method, StatusCode};
 
 use super::context::Context;
 use crate::http::{self, Request, Response};

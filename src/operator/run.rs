@@ -169,11 +169,11 @@ pub async fn run(
         })?;
     let server = {
         let (ctx, ready, stop) = (ctx.clone(), ready.clone(), stop.clone());
-        let route = http::route(1024, move |req| {
+        let handler = move |req| {
             let (ctx, ready) = (ctx.clone(), ready.clone());
             async move { endpoint::handle(&ctx, &ready, req) }
-        });
-        tokio::spawn(http::serve(listener, route, async move {
+        };
+        tokio::spawn(http::serve(listener, 1024, handler, async move {
             stop.cancelled().await
         }))
     };
