@@ -4,8 +4,9 @@
 //! load arrived in the last few rounds) or, while it changes slowly, every few rounds; every
 //! `pull_interval`, sync with `r0` peers.
 //!
-//! Each request runs in its own task and a peer with a request in flight is skipped, so a slow,
-//! dead or paused peer costs at most one `timeout` and never delays rounds to the others.
+//! Each request runs in its own task, at most [`MAX_IN_FLIGHT`](super::peers::MAX_IN_FLIGHT) to
+//! one peer, so a slow, dead or paused peer costs at most that many requests waiting out their
+//! `timeout` and never delays rounds to the others.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -3,7 +3,8 @@
 //! partition, every link cut, an asymmetric link, SIGSTOP, SIGKILL and restart), and a checker.
 //!
 //! The short schedule runs with the test suite; `C19_FAULTS_LONG=<minutes>` runs a random one
-//! with faults held 5–30 s (`cargo test --test faults long -- --ignored --nocapture`). Each run
+//! with faults held 5–30 s (`cargo test --test faults long -- --ignored --nocapture`), and
+//! `cargo test --test faults delayed -- --ignored --nocapture` links slower than a round. Each run
 //! prints a table and writes `target/faults/<schedule>.json` and every request with its outcome
 //! to `target/faults/<schedule>.history.jsonl`.
 
@@ -130,6 +131,23 @@ fn long_random_schedule_keeps_every_acknowledged_write() {
         schedule.push(Step { fault, hold });
     }
     run("long", 44, schedule);
+}
+
+/// Links slower than a push round: every chunk held 60, 120 and 180 ms each way, so a push's
+/// round trip outlasts `PUSH_MS` and pushes to a peer overlap. Dissemination slows with the
+/// delay, and every write still arrives.
+#[test]
+#[ignore = "a minute long: cargo test --release --test faults delayed -- --ignored --nocapture"]
+fn delayed_links_keep_every_acknowledged_write() {
+    let hold = Duration::from_secs(15);
+    let schedule = [60, 120, 180]
+        .into_iter()
+        .map(|ms| Step {
+            fault: Fault::Delay(ms),
+            hold,
+        })
+        .collect();
+    run("delayed", 46, schedule);
 }
 
 fn run(name: &str, net: u8, schedule: Vec<Step>) {
