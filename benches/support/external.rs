@@ -96,62 +96,82 @@ fn parse_wrk(text: &str) -> Option<ClosedLoop> {
     })
 }
 
-/// A throwaway redis-server on loopback, killed on drop.
-struct Redis(Child);
+/// A throwaway redis-server on loopback (on CPU `cpu` when given), killed on drop.
+pub struct Redis {
+    child: Child,
+    port: &'static str,
+}
 
 impl Drop for Redis {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-/// GET and SET on Redis with redis-benchmark (`connections` clients, two threads like wrk,
-/// 10k random keys, 16-byte values), or `None` when Redis is not installed.
-pub fn redis_reference(connections: usize, requests: usize) -> Option<Vec<(String, ClosedLoop)>> {
-    if !installed("redis-server") || !installed("redis-benchmark") {
-        return None;
-    }
-    let port = "6390";
-    let _server = Redis(
-        Command::new("redis-server")
-            .args([
-                "--port",
-                port,
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+impl Redis {
+    /// `None` when Redis (or, for a pinned server, `taskset`) is not installed.
+    pub fn start(port: &'static str, cpu: Option<&str>) -> Option<Redis> {
+        if !installed("redis-server") || !installed("redis-benchmark") {
+            return None;
+        }
+        let mut cmd = match cpu {
+            Some(cpu) if installed("taskset") => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpu, "redis-server"]);
+                c
+            }
+            Some(_) => return None,
+            None => Command::new("redis-server"),
+        };
+        let child = cmd
+            .args(["--port", port, "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .ok()?,
-    );
-    super::common::wait_for(Duration::from_secs(5), || {
-        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok()
-    })
-    .ok()?;
-    let out = Command::new("redis-benchmark")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            port,
-            "-t",
-            "set,get",
-            "-r",
-            "10000",
-            "-d",
-            "16",
-        ])
-        .args(["--threads", "2", "--csv"])
-        .args(["-c", &connections.to_string(), "-n", &requests.to_string()])
-        .output()
+            .ok()?;
+        let server = Redis { child, port };
+        super::common::wait_for(Duration::from_secs(5), || {
+            std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok()
+        })
         .ok()?;
-    parse_redis_csv(&String::from_utf8_lossy(&out.stdout))
+        Some(server)
+    }
+
+    /// redis-benchmark over `connections` clients on 10k random keys with 16-byte values:
+    /// `tests` (`set,get`) with `threads` client threads, on CPU `cpu` when given.
+    pub fn bench(
+        &self,
+        tests: &str,
+        connections: usize,
+        requests: usize,
+        threads: usize,
+        cpu: Option<&str>,
+    ) -> Option<Vec<(String, ClosedLoop)>> {
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpu, "redis-benchmark"]);
+                c
+            }
+            None => Command::new("redis-benchmark"),
+        };
+        let out = cmd
+            .args(["-h", "127.0.0.1", "-p", self.port, "-t", tests])
+            .args(["-r", "10000", "-d", "16", "--csv"])
+            .args(["--threads", &threads.to_string()])
+            .args(["-c", &connections.to_string(), "-n", &requests.to_string()])
+            .output()
+            .ok()?;
+        parse_redis_csv(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+/// GET and SET on Redis with redis-benchmark (`connections` clients, two threads like wrk),
+/// or `None` when Redis is not installed.
+pub fn redis_reference(connections: usize, requests: usize) -> Option<Vec<(String, ClosedLoop)>> {
+    Redis::start("6390", None)?.bench("set,get", connections, requests, 2, None)
 }
 
 fn parse_redis_csv(text: &str) -> Option<Vec<(String, ClosedLoop)>> {
