@@ -373,7 +373,7 @@ mod tests {
                 .is_empty()
         );
         drop(slots);
-        assert!(peers.pick(5, &mut rng).len() == 1);
+        assert_eq!(peers.pick(5, &mut rng).len(), 1);
         drop(busy);
         assert_eq!(peers.pick(5, &mut rng).len(), 2);
         assert_eq!(
