@@ -64,7 +64,7 @@ pub struct Peers {
 /// news back until it ends; the cap bounds what a dead or paused peer costs: this many requests
 /// waiting out their `timeout`. With every link delayed 180 ms each way (push 100 ms), a write
 /// reached five agents in 1.0 s (p50) with one slot, 0.84 s with two, 0.62 s with three and
-/// 0.48 s with four.
+/// 0.48–0.67 s with four.
 pub const MAX_IN_FLIGHT: usize = 4;
 
 /// Holds one of a peer's [`MAX_IN_FLIGHT`] slots while a request to it is in flight; dropping
@@ -163,21 +163,17 @@ impl Peers {
         self.len() == 0
     }
 
-    /// Up to `n` distinct random peers with no request in flight, so that one slow or paused
-    /// peer never holds back gossip to the others; suspected peers only when too few others are
-    /// free.
+    /// Up to `n` distinct random peers with a free slot, for syncs: idle peers first, so that
+    /// one slow or paused peer never holds back gossip to the others, and suspected peers only
+    /// when too few others are free. A peer that always has a push in flight (a slow link under
+    /// steady writes) is still synced with.
     pub fn pick(&self, n: usize, rng: &mut fastrand::Rng) -> Vec<String> {
-        let mut free: Vec<String> = {
-            let busy = self.in_flight.lock().expect("peer lock");
-            self.list()
-                .iter()
-                .filter(|p| !busy.contains_key(*p))
-                .cloned()
-                .collect()
-        };
-        self.trusted_first(&mut free, rng);
-        free.truncate(n);
-        free
+        self.by_preference(|_| true, rng)
+            .into_iter()
+            .filter(|(_, in_flight)| *in_flight < MAX_IN_FLIGHT)
+            .take(n)
+            .map(|(p, _)| p)
+            .collect()
     }
 
     /// The peers `within` dealt into up to `n` groups, for a push down a tree: each group's
@@ -192,6 +188,18 @@ impl Peers {
         within: impl Fn(&str) -> bool,
         rng: &mut fastrand::Rng,
     ) -> Vec<Vec<String>> {
+        let ordered = self.by_preference(within, rng);
+        let heads = n.min(ordered.iter().filter(|(_, n)| *n < MAX_IN_FLIGHT).count());
+        deal(ordered.into_iter().map(|(p, _)| p).collect(), heads)
+    }
+
+    /// The peers `within` with their requests in flight, in random order, then: those with a
+    /// free slot before full ones, trusted before suspected, fewer in flight first.
+    fn by_preference(
+        &self,
+        within: impl Fn(&str) -> bool,
+        rng: &mut fastrand::Rng,
+    ) -> Vec<(String, usize)> {
         let mut ordered: Vec<(String, usize)> = {
             let in_flight = self.in_flight.lock().expect("peer lock");
             self.list()
@@ -202,27 +210,16 @@ impl Peers {
         };
         rng.shuffle(&mut ordered);
         let now = Instant::now();
-        {
-            let suspects = self.suspects.lock().expect("peer lock");
-            let suspected = |p: &String| suspects.get(p).is_some_and(|until| *until > now);
-            ordered.sort_by_key(|(p, n)| (*n >= MAX_IN_FLIGHT, suspected(p), *n));
-        }
-        let heads = n.min(ordered.iter().filter(|(_, n)| *n < MAX_IN_FLIGHT).count());
-        deal(ordered.into_iter().map(|(p, _)| p).collect(), heads)
+        let suspects = self.suspects.lock().expect("peer lock");
+        let suspected = |p: &String| suspects.get(p).is_some_and(|until| *until > now);
+        ordered.sort_by_key(|(p, n)| (*n >= MAX_IN_FLIGHT, suspected(p), *n));
+        ordered
     }
 
     /// [`Peers::groups`] over the peers `share` names: where news received by push goes on.
     pub fn groups_in(&self, n: usize, share: &Share, rng: &mut fastrand::Rng) -> Vec<Vec<String>> {
         let members = self.named_in(share);
         self.groups(n, |p| members.contains(p), rng)
-    }
-
-    /// Shuffles `peers`, then moves the suspected ones to the end.
-    fn trusted_first(&self, peers: &mut [String], rng: &mut fastrand::Rng) {
-        rng.shuffle(peers);
-        let now = Instant::now();
-        let suspects = self.suspects.lock().expect("peer lock");
-        peers.sort_by_key(|p| suspects.get(p).is_some_and(|until| *until > now));
     }
 
     /// Records the outcome of a request to `peer`: a failure makes it a suspect for `window`.
@@ -349,8 +346,13 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(1);
         assert_eq!(peers.pick(5, &mut rng).len(), 2);
         let busy = peers.claim("127.0.0.2:4097").unwrap();
-        // Syncs go to idle peers only; a push may overlap one in flight, after the idle peers.
-        assert_eq!(peers.pick(5, &mut rng), vec!["127.0.0.3:4097"]);
+        // Syncs and pushes go to idle peers first, then to those with a free slot.
+        for _ in 0..10 {
+            assert_eq!(
+                peers.pick(5, &mut rng),
+                vec!["127.0.0.3:4097", "127.0.0.2:4097"]
+            );
+        }
         for _ in 0..10 {
             assert_eq!(
                 peers.groups(1, |_| true, &mut rng),
@@ -372,8 +374,8 @@ mod tests {
                 .groups(3, |p| p == "127.0.0.2:4097", &mut rng)
                 .is_empty()
         );
+        assert_eq!(peers.pick(5, &mut rng), vec!["127.0.0.3:4097"]);
         drop(slots);
-        assert_eq!(peers.pick(5, &mut rng).len(), 1);
         drop(busy);
         assert_eq!(peers.pick(5, &mut rng).len(), 2);
         assert_eq!(
