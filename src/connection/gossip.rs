@@ -165,10 +165,11 @@ fn render(node: &Node, keys: &[Box<str>]) -> Vec<Bytes> {
 }
 
 /// Pushes `bodies` to the first peer of `group` with the rest as its share, and to the next
-/// while the push misses, so a dead, paused or busy peer never cuts its group off. A peer that
-/// failed is left to anti-entropy (up to `PUSH_TRIES` failures); a busy one (a sync or another
-/// push to it started since the groups were dealt) goes to the back of the group, and when every
-/// peer left is busy the push waits for one, at most one `timeout` (what a request to it lasts).
+/// while the push misses, so a dead, paused or full peer never cuts its group off. A peer that
+/// failed is left to anti-entropy (up to `PUSH_TRIES` failures); a full one (its slots taken by
+/// syncs or pushes started since the groups were dealt) goes to the back of the group, and when
+/// every peer left is full the push waits for a slot, at most one `timeout` (what a request
+/// lasts).
 async fn spread(node: &Node, group: Vec<String>, bodies: &[Bytes]) {
     let mut rest: VecDeque<String> = group.into();
     let (mut failures, mut busy_in_a_row) = (0, 0);
@@ -199,13 +200,13 @@ async fn spread(node: &Node, group: Vec<String>, bodies: &[Bytes]) {
     }
 }
 
-/// How long a push whose peers are all busy waits before trying them again.
+/// How long a push whose peers are all full waits before trying them again.
 const BUSY_WAIT: Duration = Duration::from_millis(5);
 
 /// How one push went.
 enum Delivery {
     Taken,
-    /// A request to the peer was already in flight.
+    /// Every slot of the peer was taken (see [`MAX_IN_FLIGHT`](super::peers::MAX_IN_FLIGHT)).
     Busy,
     Failed,
 }

@@ -333,7 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn never_lists_itself_and_skips_busy_peers() {
+    fn never_lists_itself_and_prefers_idle_peers() {
         let own: HashSet<String> = ["127.0.0.1:4097".to_string()].into();
         let peers = Peers::new(own);
         assert!(peers.set(vec![
