@@ -289,7 +289,10 @@ fn agent_container(group: &C19Group, settings: &Settings) -> Container {
 fn volumes(group: &C19Group, names: &Names) -> Vec<Volume> {
     let mut v = vec![
         json!({"name": "c19-config", "configMap": {"name": names.config_map}}),
-        json!({"name": "c19-token", "secret": {"secretName": names.secret, "defaultMode": 0o440}}),
+        // Readable by every uid: the agent runs as 65532, the files belong to root, and a pod
+        // may have no fsGroup (or the user's own). Only the agent container mounts the volume,
+        // so no other container of the pod sees the token either way.
+        json!({"name": "c19-token", "secret": {"secretName": names.secret, "defaultMode": 0o444}}),
     ];
     if let Some(seed) = &group.spec.agent.state.seed {
         v.push(json!({"name": "c19-seed", "configMap": {"name": seed.config_map, "items": [{"key": seed.key, "path": "data.json"}]}}));
@@ -461,8 +464,20 @@ pub(crate) mod tests {
         assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
         assert_eq!(agent.ports.as_ref().unwrap()[0].container_port, PEER_PORT);
         assert_eq!(agent.env.as_ref().unwrap()[0].name, "POD_IP");
-        let vols: Vec<_> = pod.volumes.unwrap().into_iter().map(|v| v.name).collect();
-        assert_eq!(vols, ["c19-config", "c19-token"]);
+        let vols = pod.volumes.unwrap();
+        let names: Vec<_> = vols.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["c19-config", "c19-token"]);
+        // The agent (uid 65532, no fsGroup) must be able to read the root-owned token file.
+        let token = vols[1].secret.as_ref().unwrap();
+        assert_eq!(token.default_mode, Some(0o444));
+        let mounted_by: Vec<_> = pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+            .filter(|c| c.volume_mounts.iter().flatten().any(|m| m.name == "c19-token"))
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(mounted_by, [AGENT_CONTAINER], "only the agent sees the token");
     }
 
     #[test]

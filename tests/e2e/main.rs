@@ -1,32 +1,43 @@
-//! End to end against a real control plane (kube-apiserver, controller-manager, scheduler, etcd,
-//! kwok), driven the way users drive c19: `kubectl apply`, `kubectl scale`, `kubectl wait`.
+//! End to end on a real cluster: control plane and a real node (kubelet, containerd, runc, CNI)
+//! running the project's own images, driven the way users drive c19: `helm install`,
+//! `kubectl apply`, `kubectl scale`, `kubectl wait`, `kubectl exec`.
 //!
-//! The test re-runs itself inside new network and PID namespaces (`unshare`), so the cluster and
-//! the agents live on a private loopback that nothing outside can reach, and every process it
-//! started dies with it. Needs root and the binaries of `scripts/k8s-binaries`.
+//! The test re-runs itself inside new network, mount and PID namespaces (`c19_harness::netns`),
+//! so the cluster and its pods live on a private network that nothing outside can reach, and
+//! every process it started dies with it. Needs root, the binaries of `scripts/k8s-binaries`
+//! and the images of `scripts/images` (both run by `scripts/test`).
 
-mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
-mod netns;
+mod pods;
 mod scenarios;
-mod sidecars;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use c19_harness::{Cluster, cluster::Options, netns, node};
+
 fn main() -> ExitCode {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"));
     if !netns::inside() {
+        if let Err(e) = node::built_images(project) {
+            eprintln!("c19 e2e: {e}");
+            return ExitCode::FAILURE;
+        }
         return netns::reenter(|_| {});
     }
     let bins = netns::bin_dir().expect("set by the outer run");
     let dir = std::env::temp_dir().join("c19-e2e");
     let started = Instant::now();
-    let cluster = cluster::Cluster::start(&bins, &dir);
+    let options = Options {
+        images: node::built_images(project).expect("checked outside"),
+        cluster_dns: None,
+    };
+    let cluster = Cluster::start(&bins, &dir, &options);
     println!(
-        "control plane ready in {:.1} s",
+        "cluster ready (node Ready) in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let ctx = scenarios::Ctx::new(cluster, &dir);
@@ -49,7 +60,7 @@ fn main() -> ExitCode {
                     "test {name} ... FAILED ({:.1} s)",
                     t.elapsed().as_secs_f64()
                 );
-                println!("--- operator log tail ---\n{}", ctx.operator_log_tail());
+                println!("{}", ctx.diagnostics());
             }
         }
     }
@@ -63,7 +74,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// The project's `c19` binary.
+/// The project's `c19` binary (for what runs outside pods: `c19 crd`, a CLI error check).
 pub fn c19_bin() -> PathBuf {
     PathBuf::from(common::BIN)
 }

@@ -1,25 +1,24 @@
 //! The end-to-end scenarios, run in order on one cluster: each leaves the group in a state the
-//! next one starts from, the way a user's session would.
+//! next one starts from, the way a user's session would. Every pod is real: the operator runs
+//! from the Helm chart, groups run the example app with the agent as a native sidecar, both from
+//! the images of `scripts/images`.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cluster::{Cluster, eventually};
-use crate::common::request;
-use crate::sidecars::Kubelet;
+use c19_harness::{Cluster, eventually, node};
 
-const T: Duration = Duration::from_secs(90);
-/// The ServiceAccount of the chart installed as release `c19`.
-const OPERATOR_SA: &str = "c19-c19-operator";
-/// The Lease the chart's Role lets the operator use (named after the release).
-const OPERATOR_LEASE: &str = "c19-c19-operator";
+use crate::common::request;
+use crate::pods::{self, Pod, app_api, peers_of, slice_endpoints, value_at};
+
+const T: Duration = Duration::from_secs(120);
+const OPERATOR_NS: &str = "c19-system";
+/// The ServiceAccount, Deployment and Lease of the chart installed as release `c19`.
+const OPERATOR: &str = "c19-c19-operator";
+const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=c19-operator";
 
 pub type Scenario = fn(&Ctx);
 
@@ -29,36 +28,44 @@ pub const ALL: &[(&str, Scenario)] = &[
         crd_applies_and_invalid_groups_are_rejected,
     ),
     (
-        "the_chart_installs_with_least_privilege",
-        the_chart_installs_with_least_privilege,
+        "the_chart_installs_and_runs_with_least_privilege",
+        the_chart_installs_and_runs_with_least_privilege,
     ),
     (
-        "a_three_replica_group_converges",
-        a_three_replica_group_converges,
+        "a_three_replica_group_starts_hardened_and_converges",
+        a_three_replica_group_starts_hardened_and_converges,
     ),
     (
         "scaling_feeds_new_members_and_drops_removed_ones",
         scaling_feeds_new_members_and_drops_removed_ones,
     ),
     (
-        "a_paused_agent_is_reported_and_recovers",
-        a_paused_agent_is_reported_and_recovers,
+        "a_frozen_agent_turns_its_pod_unready_and_recovers",
+        a_frozen_agent_turns_its_pod_unready_and_recovers,
     ),
     (
-        "an_agent_answering_garbage_is_reported_not_fatal",
-        an_agent_answering_garbage_is_reported_not_fatal,
+        "a_killed_agent_container_is_restarted_and_relearns_the_state",
+        a_killed_agent_container_is_restarted_and_relearns_the_state,
+    ),
+    (
+        "a_member_answering_garbage_is_reported_not_fatal",
+        a_member_answering_garbage_is_reported_not_fatal,
     ),
     (
         "conflicting_writes_to_owned_objects_are_restored",
         conflicting_writes_to_owned_objects_are_restored,
     ),
     (
-        "an_api_server_restart_during_reconciles_is_survived",
-        an_api_server_restart_during_reconciles_is_survived,
+        "an_api_server_restart_during_a_rollout_is_survived",
+        an_api_server_restart_during_a_rollout_is_survived,
     ),
     (
-        "a_restarted_operator_converges_without_duplicates",
-        a_restarted_operator_converges_without_duplicates,
+        "an_operator_killed_mid_rollout_converges_without_duplicates",
+        an_operator_killed_mid_rollout_converges_without_duplicates,
+    ),
+    (
+        "draining_the_node_respects_the_disruption_budget",
+        draining_the_node_respects_the_disruption_budget,
     ),
     (
         "leader_election_keeps_one_active_replica",
@@ -72,179 +79,143 @@ pub const ALL: &[(&str, Scenario)] = &[
 
 pub struct Ctx {
     pub cluster: Cluster,
-    pub kubelet: Kubelet,
-    operator: Mutex<Option<Child>>,
     dir: PathBuf,
+}
+
+/// One pod of the operator's Deployment.
+#[derive(Debug, Clone)]
+struct OperatorPod {
+    name: String,
+    ip: String,
+    ready: bool,
+    restarts: u64,
+    container: String,
 }
 
 impl Ctx {
     pub fn new(cluster: Cluster, dir: &Path) -> Ctx {
-        let kubelet = Kubelet::start(
-            crate::c19_bin(),
-            cluster.kubeconfig.clone(),
-            dir.join("pods"),
-        );
         Ctx {
             cluster,
-            kubelet,
-            operator: Mutex::new(None),
             dir: dir.to_owned(),
         }
     }
 
-    /// The admin kubeconfig, impersonating the ServiceAccount the Helm chart creates.
-    fn operator_kubeconfig(&self) -> PathBuf {
-        let admin = std::fs::read_to_string(&self.cluster.kubeconfig).unwrap();
-        let impersonating = admin.replace(
-            "    token: ",
-            &format!("    as: system:serviceaccount:c19-system:{OPERATOR_SA}\n    token: "),
-        );
-        let path = self.dir.join("kubeconfig-operator");
-        std::fs::write(&path, impersonating).unwrap();
-        path
+    /// What a failed scenario leaves to read: pods, the operator's log tail, recent events.
+    pub fn diagnostics(&self) -> String {
+        let c = &self.cluster;
+        let text = |args: &[&str]| {
+            let out = c.kubectl_output(args);
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        format!(
+            "--- pods ---\n{}\n--- operator log tail ---\n{}\n--- events ---\n{}\nlogs: {}",
+            text(&["get", "pods", "-A", "-o", "wide"]),
+            text(&[
+                "logs",
+                "-n",
+                OPERATOR_NS,
+                "-l",
+                OPERATOR_SELECTOR,
+                "--tail",
+                "40",
+                "--prefix"
+            ]),
+            text(&["get", "events", "-A", "--sort-by", ".lastTimestamp"])
+                .lines()
+                .rev()
+                .take(25)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            self.dir.display()
+        )
     }
 
-    /// Starts an operator process (with the chart's permissions) serving metrics on `port`.
-    fn spawn_operator(&self, port: u16, extra: &[&str]) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("operator.log"))
-            .unwrap();
-        Command::new(crate::c19_bin())
-            .args([
-                "operator",
-                "--probe-interval",
-                "1000",
-                "--agent-timeout",
-                "500",
-            ])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .args([
-                "--operator-namespace",
-                "c19-system",
-                "--agent-image",
-                "c19:e2e",
-            ])
-            .args(extra)
-            // Exactly the chart's permissions: the operator impersonates its ServiceAccount.
-            .env("KUBECONFIG", self.operator_kubeconfig())
-            .env("RUST_LOG", "c19=debug,kube=info,kube_client=error")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+    fn operator_pods(&self) -> Vec<OperatorPod> {
+        let list = self.cluster.json(&[
+            "get",
+            "pods",
+            "-n",
+            OPERATOR_NS,
+            "-l",
+            OPERATOR_SELECTOR,
+        ]);
+        let mut v: Vec<OperatorPod> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                let s = &p["status"]["containerStatuses"][0];
+                OperatorPod {
+                    name: p["metadata"]["name"].as_str().unwrap_or("").into(),
+                    ip: p["status"]["podIP"].as_str().unwrap_or("").into(),
+                    ready: s["ready"].as_bool().unwrap_or(false),
+                    restarts: s["restartCount"].as_u64().unwrap_or(0),
+                    container: s["containerID"].as_str().unwrap_or("").into(),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 
-    fn start_operator(&self) {
-        *self.operator.lock().unwrap() = Some(self.spawn_operator(18080, &[]));
-        eventually("the operator to be ready", T, || {
-            (request("127.0.0.1:18080", "GET", "/readyz", None, &[]).0 == 200).then_some(())
-        });
+    /// The one operator pod, once it is ready.
+    fn operator(&self) -> OperatorPod {
+        eventually("one ready operator pod", T, || {
+            let pods = self.operator_pods();
+            (pods.len() == 1 && pods[0].ready).then(|| pods[0].clone())
+        })
     }
 
-    /// Whether the operator process started last is still running (it never exited on a fault).
-    fn operator_running(&self) -> bool {
-        self.operator
-            .lock()
-            .unwrap()
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    fn kill_operator(&self) {
-        if let Some(mut c) = self.operator.lock().unwrap().take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    pub fn operator_log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.dir.join("operator.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+    fn operator_metrics(&self, pod: &OperatorPod) -> String {
+        request(&format!("{}:8080", pod.ip), "GET", "/metrics", None, &[]).1
     }
 
     fn group_status(&self) -> Value {
         self.cluster.json(&["get", "c19g", "demo"])["status"].clone()
     }
 
-    /// Waits until the group has exactly `n` running sidecars and returns them (pod, ip, token).
-    fn sidecars(&self, n: usize) -> Vec<(String, String, String)> {
-        eventually(&format!("{n} running agents"), T, || {
-            let s = self.kubelet.group("demo");
-            (s.len() == n).then_some(s)
+    /// Waits until the group runs exactly `n` Ready pods, all from the Deployment's current
+    /// template, and returns them.
+    fn ready_pods(&self, n: usize) -> Vec<Pod> {
+        eventually(&format!("{n} ready pods on the current template"), T, || {
+            let d = self.cluster.json(&["get", "deployment", "demo"]);
+            let hash = d["spec"]["template"]["metadata"]["annotations"]["c19.dev/config-hash"]
+                .as_str()?
+                .to_string();
+            let pods = pods::running(&self.cluster, "demo");
+            (pods.len() == n && pods.iter().all(|p| p.ready && p.config_hash == hash))
+                .then_some(pods)
         })
     }
-}
 
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        self.kill_operator();
+    fn wait_converged(&self) {
+        self.cluster.kubectl(&[
+            "wait",
+            "--for=condition=Converged",
+            "c19g/demo",
+            "--timeout=120s",
+        ]);
     }
-}
-
-fn auth(token: &str) -> String {
-    format!("Bearer {token}")
-}
-
-fn peers_of(ip: &str, token: &str) -> Option<Vec<String>> {
-    let (status, body) = request(
-        &format!("{ip}:4097"),
-        "GET",
-        "/c19/peers",
-        None,
-        &[("Authorization", &auth(token))],
-    );
-    if status != 200 {
-        return None;
-    }
-    let v: Value = serde_json::from_str(&body).ok()?;
-    Some(
-        v["peers"]
-            .as_array()?
-            .iter()
-            .filter_map(|p| p.as_str().map(String::from))
-            .collect(),
-    )
-}
-
-fn value_at(ip: &str, key: &str) -> Option<Value> {
-    let (status, body) = request(&format!("{ip}:3097"), "GET", &format!("/{key}"), None, &[]);
-    (status == 200)
-        .then(|| {
-            serde_json::from_str::<Value>(&body)
-                .ok()
-                .map(|v| v["value"].clone())
-        })
-        .flatten()
 }
 
 /// Every agent lists every other member, and only them.
-fn wait_for_full_peer_lists(ctx: &Ctx, agents: &[(String, String, String)]) {
-    for (pod, ip, token) in agents {
-        let mut want: Vec<String> = agents
+fn wait_for_full_peer_lists(pods: &[Pod], token: &str) {
+    for p in pods {
+        let mut want: Vec<String> = pods
             .iter()
-            .filter(|a| &a.1 != ip)
-            .map(|a| format!("{}:4097", a.1))
+            .filter(|o| o.ip != p.ip)
+            .map(|o| format!("{}:4097", o.ip))
             .collect();
         want.sort();
-        eventually(&format!("{pod}'s peer list {want:?}"), T, || {
-            (peers_of(ip, token)? == want).then_some(())
+        eventually(&format!("{}'s peer list {want:?}", p.name), T, || {
+            (peers_of(&p.ip, token)? == want).then_some(())
         });
     }
-    let _ = ctx;
-}
-
-/// Addresses in the group's EndpointSlices.
-fn slice_addresses(c: &Cluster) -> usize {
-    let slices = c.json(&["get", "endpointslices", "-l", "c19.dev/group=demo"]);
-    slices["items"].as_array().map_or(0, |items| {
-        items
-            .iter()
-            .map(|s| s["endpoints"].as_array().map_or(0, |e| e.len()))
-            .sum()
-    })
 }
 
 fn group_yaml(replicas: u32, push_ms: u32) -> String {
@@ -262,12 +233,27 @@ spec:
     spec:
       containers:
       - name: app
-        image: nginx:1.27
+        image: c19-example-app:dev
+        imagePullPolicy: IfNotPresent
         ports: [{{containerPort: 8080}}]
   agent:
     connection: {{pushInterval: {push_ms}, pullInterval: 5000, timeout: 500}}
 "#
     )
+}
+
+fn helm(c: &Cluster, args: &[&str]) -> String {
+    let out = Command::new(c.bins.join("helm"))
+        .args(args)
+        .env("KUBECONFIG", &c.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn crd_applies_and_invalid_groups_are_rejected(ctx: &Ctx) {
@@ -319,38 +305,40 @@ fn crd_applies_and_invalid_groups_are_rejected(ctx: &Ctx) {
     assert!(c.kubectl_output(&["get", "c19g", "demo"]).status.code() != Some(0));
 }
 
-fn the_chart_installs_with_least_privilege(ctx: &Ctx) {
+fn the_chart_installs_and_runs_with_least_privilege(ctx: &Ctx) {
     let c = &ctx.cluster;
     let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/c19-operator");
-    let out = Command::new(c.bins.join("helm"))
-        .args([
+    let started = Instant::now();
+    let notes = helm(
+        c,
+        &[
             "install",
             "c19",
             chart,
             "--namespace",
-            "c19-system",
+            OPERATOR_NS,
             "--create-namespace",
-        ])
-        .args([
             "--set",
-            "image.tag=e2e",
+            "image.tag=dev",
             "--set",
             "leaderElection.enabled=true",
-        ])
-        .env("KUBECONFIG", &c.kubeconfig)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm install: {}",
-        String::from_utf8_lossy(&out.stderr)
+            "--set",
+            "probeInterval=1000",
+        ],
     );
-    let notes = String::from_utf8_lossy(&out.stdout);
     assert!(
         notes.contains("kubectl get c19g"),
         "NOTES tell the user what to do next: {notes}"
     );
-    let sa = format!("system:serviceaccount:c19-system:{OPERATOR_SA}");
+    // The operator runs as a pod of the chart, from the image built here, and reaches the API
+    // server with its ServiceAccount.
+    let op = ctx.operator();
+    println!(
+        "operator pod Ready {:.1} s after helm install",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(op.restarts, 0, "the operator started at the first try");
+    let sa = format!("system:serviceaccount:{OPERATOR_NS}:{OPERATOR}");
     let can = |verb: &str, resource: &str| {
         let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
         let sub = format!("--subresource={sub}");
@@ -382,9 +370,9 @@ fn the_chart_installs_with_least_privilege(ctx: &Ctx) {
     }
 }
 
-fn a_three_replica_group_converges(ctx: &Ctx) {
+fn a_three_replica_group_starts_hardened_and_converges(ctx: &Ctx) {
     let c = &ctx.cluster;
-    ctx.start_operator();
+    let applied = Instant::now();
     c.apply_yaml(&group_yaml(3, 200));
     for (kind, name) in [
         ("deployment", "demo"),
@@ -401,37 +389,77 @@ fn a_three_replica_group_converges(ctx: &Ctx) {
                 .then_some(())
         });
     }
+    let pods = ctx.ready_pods(3);
+    println!(
+        "3 pods Ready (2/2) {:.1} s after kubectl apply",
+        applied.elapsed().as_secs_f64()
+    );
     let deployment = c.json(&["get", "deployment", "demo"]);
     let sidecar = &deployment["spec"]["template"]["spec"]["initContainers"][0];
     assert_eq!(sidecar["name"], "c19-agent");
     assert_eq!(sidecar["restartPolicy"], "Always", "a native sidecar");
-    let agents = ctx.sidecars(3);
-    eventually("3 addresses in the EndpointSlices", T, || {
-        (slice_addresses(c) == 3).then_some(())
-    });
-    wait_for_full_peer_lists(ctx, &agents);
 
-    let (writer, readers) = agents.split_first().unwrap();
-    let (status, body) = request(
-        &format!("{}:3097", writer.1),
+    let token = pods::token(c, "demo");
+    for p in &pods {
+        // The hardened agent (uid 65532, read-only root, no capabilities) read its config and
+        // token at the first try: it answers authorized peer requests, and only those.
+        assert_eq!(p.agent.restarts, 0, "{} agent restarted", p.name);
+        let log = c.kubectl(&["logs", &p.name, "-c", "c19-agent"]);
+        assert!(!log.contains("Permission denied"), "{log}");
+        assert!(peers_of(&p.ip, &token).is_some(), "{} reads its token", p.name);
+        let (status, _) = request(&format!("{}:4097", p.ip), "GET", "/c19/peers", None, &[]);
+        assert_eq!(status, 401, "the peer API wants the token");
+        // The app started after the agent's startup probe passed, and its first request to
+        // localhost:3097 succeeded (it exits non-zero otherwise: no restarts).
+        assert!(p.agent.started && p.app.running);
+        assert!(
+            p.agent.started_at <= p.app.started_at,
+            "{}: agent {} app {}",
+            p.name,
+            p.agent.started_at,
+            p.app.started_at
+        );
+        assert_eq!(p.app.restarts, 0, "{} app restarted", p.name);
+        let app_log = c.kubectl(&["logs", &p.name, "-c", "app"]);
+        assert!(
+            app_log.contains("first request to the agent succeeded"),
+            "{app_log}"
+        );
+        // Real containers: containerd ran them.
+        assert!(p.agent.id.starts_with("containerd://"), "{:?}", p.agent);
+    }
+    let security = &sidecar["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["capabilities"]["drop"][0], "ALL");
+
+    // Readiness comes from the agents' probes, and the EndpointSlices follow it.
+    eventually("3 serving endpoints", T, || {
+        let eps = slice_endpoints(c, "demo");
+        (eps.len() == 3 && eps.iter().all(|(_, serving)| *serving)).then_some(())
+    });
+    wait_for_full_peer_lists(&pods, &token);
+
+    let (writer, readers) = pods.split_first().unwrap();
+    let (status, body) = app_api(
+        c,
+        &writer.name,
         "PUT",
         "/",
-        Some(br#"{"greeting": {"value": "hello"}}"#),
-        &[],
+        Some(r#"{"greeting": {"value": "hello"}}"#),
     );
     assert_eq!(status, 204, "{body}");
-    for (pod, ip, _) in readers {
-        eventually(&format!("the value at {pod}"), T, || {
-            (value_at(ip, "greeting")? == "hello").then_some(())
+    for p in readers {
+        eventually(&format!("the value at {}", p.name), T, || {
+            (value_at(c, &p.name, "greeting")? == "hello").then_some(())
         });
     }
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Converged",
-        "c19g/demo",
-        "--timeout=90s",
-    ]);
-    let table = eventually("kubectl get c19g to show 3 ready pods and 1 key", T, || {
+    // The example app's own endpoint, through the pod network.
+    let (status, body) = request(&format!("{}:8080", readers[0].ip), "GET", "/hello/ada", None, &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("hello ada from "), "{body}");
+    ctx.wait_converged();
+    let table = eventually("kubectl get c19g to show 3 ready pods and 3 keys", T, || {
         let t = c.kubectl(&["get", "c19g", "demo"]);
         let row: Vec<String> = t
             .lines()
@@ -439,7 +467,8 @@ fn a_three_replica_group_converges(ctx: &Ctx) {
             .split_whitespace()
             .map(String::from)
             .collect();
-        (row.len() >= 6 && row[1..5] == ["3", "3", "true", "1"]).then_some(t)
+        // Keys: greeting, last-visitor and one started/<pod> per app.
+        (row.len() >= 6 && row[1..5] == ["3", "3", "true", "5"]).then_some(t)
     });
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
@@ -451,35 +480,32 @@ fn a_three_replica_group_converges(ctx: &Ctx) {
     assert_eq!(status["reachable"], 3);
     assert_eq!(status["selector"], "c19.dev/group=demo");
     println!("{table}");
+    println!("{}", c.kubectl(&["get", "pods", "-o", "wide"]));
 }
 
 fn scaling_feeds_new_members_and_drops_removed_ones(ctx: &Ctx) {
     let c = &ctx.cluster;
+    let token = pods::token(c, "demo");
     c.kubectl(&["scale", "c19g/demo", "--replicas=5"]);
-    let agents = ctx.sidecars(5);
-    wait_for_full_peer_lists(ctx, &agents);
-    for (pod, ip, _) in &agents {
-        eventually(&format!("the whole state at new member {pod}"), T, || {
-            (value_at(ip, "greeting")? == "hello").then_some(())
+    let pods = ctx.ready_pods(5);
+    wait_for_full_peer_lists(&pods, &token);
+    for p in &pods {
+        eventually(&format!("the whole state at new member {}", p.name), T, || {
+            (value_at(c, &p.name, "greeting")? == "hello").then_some(())
         });
     }
     c.kubectl(&["scale", "c19g/demo", "--replicas=2"]);
-    // How long an EndpointSlice change takes to reach the agents' peer lists (printed, not asserted).
+    // How long an EndpointSlice change takes to reach the agents' peer lists (printed).
     let slice_changed = eventually("the EndpointSlices to list 2 members", T, || {
-        (slice_addresses(c) == 2).then(std::time::Instant::now)
+        (slice_endpoints(c, "demo").len() == 2).then(Instant::now)
     });
-    let remaining = ctx.sidecars(2);
-    wait_for_full_peer_lists(ctx, &remaining);
+    let remaining = ctx.ready_pods(2);
+    wait_for_full_peer_lists(&remaining, &token);
     println!(
         "EndpointSlice change reached every peer list in {} ms",
         slice_changed.elapsed().as_millis()
     );
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Converged",
-        "c19g/demo",
-        "--timeout=90s",
-    ]);
+    ctx.wait_converged();
     eventually("status.members == 2", T, || {
         (ctx.group_status()["members"] == 2).then_some(())
     });
@@ -493,11 +519,13 @@ fn scaling_feeds_new_members_and_drops_removed_ones(ctx: &Ctx) {
     assert_eq!(scale["status"]["selector"], "c19.dev/group=demo");
 }
 
-fn a_paused_agent_is_reported_and_recovers(ctx: &Ctx) {
+fn a_frozen_agent_turns_its_pod_unready_and_recovers(ctx: &Ctx) {
     let c = &ctx.cluster;
-    let agents = ctx.sidecars(2);
-    let paused = agents[1].0.clone();
-    ctx.kubelet.with(&paused, |s| s.signal("STOP"));
+    let pods = ctx.ready_pods(2);
+    let frozen = pods[1].clone();
+    // The agent's container is frozen through its freezer cgroup: a process that stops
+    // answering without exiting.
+    node::freeze(&frozen.agent.id, true);
     c.kubectl(&[
         "wait",
         "--for=condition=Converged=False",
@@ -511,7 +539,7 @@ fn a_paused_agent_is_reported_and_recovers(ctx: &Ctx) {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert_eq!(unreachable, [paused.as_str()], "{status}");
+    assert_eq!(unreachable, [frozen.name.as_str()], "{status}");
     let events = c.kubectl(&[
         "get",
         "events",
@@ -521,103 +549,82 @@ fn a_paused_agent_is_reported_and_recovers(ctx: &Ctx) {
         "jsonpath={.items[*].reason}",
     ]);
     assert!(events.contains("MemberUnreachable"), "{events}");
-    ctx.kubelet.with(&paused, |s| s.signal("CONT"));
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Converged",
-        "c19g/demo",
-        "--timeout=60s",
-    ]);
+    // The kubelet's readiness probe of the agent fails: the pod turns unready and its endpoint
+    // stops serving (it stays listed: the Service publishes not-ready members to their peers).
+    eventually("the frozen pod to turn unready", Duration::from_secs(40), || {
+        let eps = slice_endpoints(c, "demo");
+        eps.iter()
+            .any(|(pod, serving)| pod == &frozen.name && !serving)
+            .then_some(())
+    });
+    node::freeze(&frozen.agent.id, false);
+    ctx.wait_converged();
     assert!(ctx.group_status()["unreachable"].is_null());
+    eventually("both endpoints serving again", T, || {
+        let eps = slice_endpoints(c, "demo");
+        (eps.len() == 2 && eps.iter().all(|(_, s)| *s)).then_some(())
+    });
 }
 
-/// Answers every request with a 200 whose body is not JSON, until dropped.
-struct GarbageAgent {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl GarbageAgent {
-    fn bind(addr: &str) -> GarbageAgent {
-        let listener = eventually(&format!("{addr} to be free"), T, || {
-            TcpListener::bind(addr).ok()
-        });
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
-                let Ok((mut conn, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(20));
-                    continue;
-                };
-                let _ = conn.set_nonblocking(false);
-                let _ = conn.set_read_timeout(Some(Duration::from_millis(500)));
-                let mut buf = [0u8; 4096];
-                let _ = conn.read(&mut buf);
-                let body = "{\"digest\": [not json";
-                let _ = conn.write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .as_bytes(),
-                );
-            }
-        });
-        GarbageAgent {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for GarbageAgent {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn an_agent_answering_garbage_is_reported_not_fatal(ctx: &Ctx) {
+fn a_killed_agent_container_is_restarted_and_relearns_the_state(ctx: &Ctx) {
     let c = &ctx.cluster;
-    let agents = ctx.sidecars(2);
-    let (pod, ip, _) = agents[1].clone();
-    ctx.kubelet.with(&pod, |s| s.signal("KILL"));
-    let garbage = GarbageAgent::bind(&format!("{ip}:4097"));
+    let pods = ctx.ready_pods(2);
+    let victim = pods[0].clone();
+    node::kill(&victim.agent.id, "SIGKILL");
+    let restarted = eventually("the kubelet to restart the agent", T, || {
+        let p = pods::running(c, "demo")
+            .into_iter()
+            .find(|p| p.name == victim.name)?;
+        (p.agent.restarts > victim.agent.restarts && p.agent.running && p.ready).then_some(p)
+    });
+    assert_ne!(restarted.agent.id, victim.agent.id, "a new container");
+    // The new agent process started empty and learned the group's state from its peer.
+    eventually("the restarted agent to hold the state", T, || {
+        (value_at(c, &victim.name, "greeting")? == "hello").then_some(())
+    });
+    assert_eq!(
+        restarted.app.restarts, victim.app.restarts,
+        "the app keeps running while its sidecar restarts"
+    );
+    ctx.wait_converged();
+}
+
+fn a_member_answering_garbage_is_reported_not_fatal(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    let before = ctx.operator();
+    // A pod that joins the group's Service and answers every probe with a 200 that is not JSON.
+    c.apply_yaml(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: impostor
+  labels: {c19.dev/group: demo}
+spec:
+  containers:
+  - name: app
+    image: c19-example-app:dev
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'mkdir -p /tmp/www/c19 && printf "{\"digest\": [not json" > /tmp/www/c19/digest && exec httpd -f -p 4097 -h /tmp/www']
+"#,
+    );
     c.kubectl(&[
         "wait",
         "--for=condition=Converged=False",
         "c19g/demo",
         "--timeout=60s",
     ]);
-    let status = ctx.group_status();
-    assert_eq!(status["unreachable"], serde_json::json!([pod]), "{status}");
-    assert_eq!(
-        status["reachable"], 1,
-        "the healthy member is still probed: {status}"
-    );
-    assert!(ctx.operator_running(), "the operator survives garbage");
-    assert_eq!(
-        request("127.0.0.1:18080", "GET", "/healthz", None, &[]).0,
-        200
-    );
-    // The pod is replaced, as a kubelet would after the failing startup probe.
-    drop(garbage);
-    c.kubectl(&["delete", "pod", &pod, "--wait=false"]);
-    let agents = eventually("a replacement agent", T, || {
-        let s = ctx.kubelet.group("demo");
-        (s.len() == 2 && s.iter().all(|(p, _, _)| p != &pod)).then_some(s)
+    let status = eventually("the impostor reported unreachable", T, || {
+        let s = ctx.group_status();
+        (s["unreachable"] == serde_json::json!(["impostor"])).then_some(s)
     });
-    wait_for_full_peer_lists(ctx, &agents);
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Converged",
-        "c19g/demo",
-        "--timeout=90s",
-    ]);
+    assert_eq!(
+        status["reachable"], 2,
+        "the healthy members are still probed: {status}"
+    );
+    let after = ctx.operator();
+    assert_eq!(after.restarts, before.restarts, "the operator survives garbage");
+    c.kubectl(&["delete", "pod", "impostor", "--grace-period=1"]);
+    ctx.wait_converged();
 }
 
 fn conflicting_writes_to_owned_objects_are_restored(ctx: &Ctx) {
@@ -659,18 +666,18 @@ fn conflicting_writes_to_owned_objects_are_restored(ctx: &Ctx) {
             .success();
         (replicas == "2" && config() == rendered && policy).then_some(())
     });
-    let agents = ctx.sidecars(2);
-    wait_for_full_peer_lists(ctx, &agents);
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Converged",
-        "c19g/demo",
-        "--timeout=90s",
-    ]);
+    let pods = ctx.ready_pods(2);
+    wait_for_full_peer_lists(&pods, &pods::token(c, "demo"));
+    ctx.wait_converged();
 }
 
-fn an_api_server_restart_during_reconciles_is_survived(ctx: &Ctx) {
+fn rollout(c: &Cluster) {
+    c.kubectl(&["rollout", "status", "deployment/demo", "--timeout=180s"]);
+}
+
+fn an_api_server_restart_during_a_rollout_is_survived(ctx: &Ctx) {
     let c = &ctx.cluster;
+    let before = ctx.operator();
     let config = || {
         c.kubectl_output(&[
             "get",
@@ -697,42 +704,40 @@ fn an_api_server_restart_during_reconciles_is_survived(ctx: &Ctx) {
     eventually("the change reconciled after the restart", T, || {
         has("push_interval: 250")
     });
-    assert!(ctx.operator_running(), "the operator rides out the outage");
     // Its watches came back: a change made after the restart is picked up too.
     c.apply_yaml(&group_yaml(2, 260));
     eventually("a change after the restart reconciled", T, || {
         has("push_interval: 260")
     });
-    let agents = eventually("two agents on the new config", T, || {
-        let s = ctx.kubelet.group("demo");
-        let fresh = s.iter().all(|(pod, _, _)| {
-            std::fs::read_to_string(ctx.dir.join("pods").join(pod).join("config.yaml"))
-                .unwrap_or_default()
-                .contains("push_interval: 260")
-        });
-        (s.len() == 2 && fresh).then_some(s)
-    });
-    wait_for_full_peer_lists(ctx, &agents);
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Converged",
-        "c19g/demo",
-        "--timeout=90s",
-    ]);
-    assert!(ctx.operator_running());
+    rollout(c);
+    let pods = ctx.ready_pods(2);
+    wait_for_full_peer_lists(&pods, &pods::token(c, "demo"));
+    ctx.wait_converged();
+    let after = ctx.operator();
+    assert_eq!(after.name, before.name);
     assert_eq!(
-        request("127.0.0.1:18080", "GET", "/readyz", None, &[]).0,
-        200
+        after.restarts, before.restarts,
+        "the operator rides out the outage"
     );
+    for p in &pods {
+        eventually(&format!("the state at {} after the rollout", p.name), T, || {
+            (value_at(c, &p.name, "greeting")? == "hello").then_some(())
+        });
+    }
 }
 
-fn a_restarted_operator_converges_without_duplicates(ctx: &Ctx) {
+fn an_operator_killed_mid_rollout_converges_without_duplicates(ctx: &Ctx) {
     let c = &ctx.cluster;
+    let before = ctx.operator();
     // Change the agent config (the pods roll) and kill the operator while it works on it.
     c.apply_yaml(&group_yaml(2, 300));
     std::thread::sleep(Duration::from_millis(300));
-    ctx.kill_operator();
-    ctx.start_operator();
+    node::kill(&before.container, "SIGKILL");
+    let after = eventually("the kubelet to restart the operator", T, || {
+        let pods = ctx.operator_pods();
+        (pods.len() == 1 && pods[0].restarts > before.restarts && pods[0].ready)
+            .then(|| pods[0].clone())
+    });
     eventually("the new config in the ConfigMap", T, || {
         c.kubectl(&[
             "get",
@@ -744,22 +749,10 @@ fn a_restarted_operator_converges_without_duplicates(ctx: &Ctx) {
         .contains("push_interval: 300")
         .then_some(())
     });
-    let agents = eventually("two agents on the new config", T, || {
-        let s = ctx.kubelet.group("demo");
-        let fresh = s.iter().all(|(pod, _, _)| {
-            let cfg = std::fs::read_to_string(ctx.dir.join("pods").join(pod).join("config.yaml"))
-                .unwrap_or_default();
-            cfg.contains("push_interval: 300")
-        });
-        (s.len() == 2 && fresh).then_some(s)
-    });
-    wait_for_full_peer_lists(ctx, &agents);
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Converged",
-        "c19g/demo",
-        "--timeout=90s",
-    ]);
+    rollout(c);
+    let pods = ctx.ready_pods(2);
+    wait_for_full_peer_lists(&pods, &pods::token(c, "demo"));
+    ctx.wait_converged();
     for kind in [
         "deployment",
         "configmap",
@@ -781,15 +774,14 @@ fn a_restarted_operator_converges_without_duplicates(ctx: &Ctx) {
             "{kind} has one owner: {owners}"
         );
     }
-    let metrics = request("127.0.0.1:18080", "GET", "/metrics", None, &[]).1;
-    assert!(
-        metrics.contains("c19_operator_groups_converged 1"),
-        "{metrics}"
-    );
+    let metrics = eventually("the operator to count the group converged", T, || {
+        let m = ctx.operator_metrics(&after);
+        m.contains("c19_operator_groups_converged 1").then_some(m)
+    });
+    let _ = metrics;
     // A settled group costs the API server no writes: probes keep running, nothing changes.
     let writes = || {
-        let text = request("127.0.0.1:18080", "GET", "/metrics", None, &[]).1;
-        text.lines().find_map(|l| {
+        ctx.operator_metrics(&after).lines().find_map(|l| {
             l.strip_prefix("c19_operator_writes_total ")
                 .map(String::from)
         })
@@ -805,13 +797,51 @@ fn a_restarted_operator_converges_without_duplicates(ctx: &Ctx) {
     );
 }
 
+fn draining_the_node_respects_the_disruption_budget(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    c.kubectl(&["scale", "c19g/demo", "--replicas=3"]);
+    let pods = ctx.ready_pods(3);
+    eventually("the budget to allow one disruption", T, || {
+        let pdb = c.json(&["get", "pdb", "demo-c19"]);
+        (pdb["status"]["disruptionsAllowed"] == 1).then_some(())
+    });
+    // A drain evicts through the Eviction API. On a one-node cluster the evicted pod's
+    // replacement cannot be scheduled while the node is cordoned, so the budget (one pod
+    // unavailable at most) must stop the drain after the first eviction.
+    let out = c.kubectl_output(&[
+        "drain",
+        c19_harness::NODE_NAME,
+        "--pod-selector",
+        "c19.dev/group=demo",
+        "--timeout=15s",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the drain cannot finish: {err}");
+    assert!(err.contains("disruption budget"), "{err}");
+    let left: Vec<String> = pods::running(c, "demo")
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    let evicted = pods.iter().filter(|p| !left.contains(&p.name)).count();
+    assert_eq!(evicted, 1, "exactly one pod evicted; left: {left:?}");
+    assert_eq!(left.len(), 2);
+    c.kubectl(&["uncordon", c19_harness::NODE_NAME]);
+    let pods = ctx.ready_pods(3);
+    for p in &pods {
+        eventually(&format!("the state at {}", p.name), T, || {
+            (value_at(c, &p.name, "greeting")? == "hello").then_some(())
+        });
+    }
+    ctx.wait_converged();
+}
+
 fn lease_holder(c: &Cluster) -> String {
     let out = c.kubectl_output(&[
         "get",
         "lease",
         "-n",
-        "c19-system",
-        OPERATOR_LEASE,
+        OPERATOR_NS,
+        OPERATOR,
         "-o",
         "jsonpath={.spec.holderIdentity}",
     ]);
@@ -820,56 +850,60 @@ fn lease_holder(c: &Cluster) -> String {
 
 fn leader_election_keeps_one_active_replica(ctx: &Ctx) {
     let c = &ctx.cluster;
-    ctx.kill_operator();
-    let lease = ["--leader-elect", "--lease-name", OPERATOR_LEASE];
-    let mut a = ctx.spawn_operator(18081, &[&lease[..], &["--pod-name", "operator-a"]].concat());
-    eventually("operator-a to lead", T, || {
-        (lease_holder(c) == "operator-a").then_some(())
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/c19-operator");
+    let leader = ctx.operator();
+    eventually("the operator to hold the Lease", T, || {
+        (lease_holder(c) == leader.name).then_some(())
     });
-    let mut b = ctx.spawn_operator(18082, &[&lease[..], &["--pod-name", "operator-b"]].concat());
-    eventually("both replicas to be ready", T, || {
-        (request("127.0.0.1:18081", "GET", "/readyz", None, &[]).0 == 200
-            && request("127.0.0.1:18082", "GET", "/readyz", None, &[]).0 == 200)
-            .then_some(())
+    let upgrade = |replicas: &str| {
+        helm(
+            c,
+            &[
+                "upgrade",
+                "c19",
+                chart,
+                "--namespace",
+                OPERATOR_NS,
+                "--reuse-values",
+                "--set",
+                &format!("replicaCount={replicas}"),
+            ],
+        )
+    };
+    upgrade("2");
+    let standby = eventually("a second, ready operator pod", T, || {
+        let pods = ctx.operator_pods();
+        (pods.len() == 2 && pods.iter().all(|p| p.ready))
+            .then(|| pods.into_iter().find(|p| p.name != leader.name))
+            .flatten()
     });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         lease_holder(c),
-        "operator-a",
+        leader.name,
         "the standby does not take the Lease"
     );
-    let standby = request("127.0.0.1:18082", "GET", "/metrics", None, &[]).1;
+    let metrics = ctx.operator_metrics(&standby);
     assert!(
-        standby.contains("c19_operator_reconciles_total 0"),
-        "the standby does not reconcile: {standby}"
+        metrics.contains("c19_operator_reconciles_total 0"),
+        "the standby does not reconcile: {metrics}"
     );
-
-    // The leader steps down on SIGTERM; the standby takes over and reconciles.
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &a.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(a.wait().unwrap().success(), "a graceful shutdown exits 0");
-    eventually("operator-b to lead", Duration::from_secs(30), || {
-        (lease_holder(c) == "operator-b").then_some(())
+    // The leader steps down when its pod is deleted (SIGTERM); the standby takes over.
+    c.kubectl(&["delete", "pod", "-n", OPERATOR_NS, &leader.name, "--wait=false"]);
+    eventually("the standby to lead", Duration::from_secs(30), || {
+        (lease_holder(c) == standby.name).then_some(())
     });
-    c.kubectl(&["scale", "c19g/demo", "--replicas=3"]);
-    ctx.sidecars(3);
-    c.kubectl(&[
-        "wait",
-        "--for=condition=Converged",
-        "c19g/demo",
-        "--timeout=90s",
-    ]);
-    eventually("the new leader to report 3 members", T, || {
-        (ctx.group_status()["members"] == 3).then_some(())
+    c.kubectl(&["scale", "c19g/demo", "--replicas=2"]);
+    ctx.ready_pods(2);
+    ctx.wait_converged();
+    eventually("the new leader to report 2 members", T, || {
+        (ctx.group_status()["members"] == 2).then_some(())
     });
-    let _ = b.kill();
-    let _ = b.wait();
-    ctx.start_operator();
+    upgrade("1");
+    eventually("one operator pod left", T, || {
+        (ctx.operator_pods().len() == 1).then_some(())
+    });
+    ctx.operator();
 }
 
 fn deleting_the_group_collects_everything(ctx: &Ctx) {
@@ -894,5 +928,10 @@ fn deleting_the_group_collects_everything(ctx: &Ctx) {
             },
         );
     }
-    ctx.sidecars(0);
+    // Their containers are gone from the node too.
+    eventually("no container of the group left on the node", T, || {
+        let tasks = node::ctr(&["containers", "ls", "labels.\"io.kubernetes.pod.namespace\"==default"]);
+        let text = String::from_utf8_lossy(&tasks.stdout);
+        (text.lines().count() <= 1).then_some(())
+    });
 }

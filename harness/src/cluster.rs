@@ -1,62 +1,57 @@
-//! A real control plane for tests: etcd, kube-apiserver (token auth, RBAC, service-account keys),
-//! kube-controller-manager, kube-scheduler and kwok with one fake node, inside the network
-//! namespace the test runs in, with the pod CIDR routed to the namespace's loopback.
+//! A whole cluster in the namespace: etcd, kube-apiserver (token auth, Node and RBAC
+//! authorization, service-account keys), kube-controller-manager, kube-scheduler, containerd and
+//! the kubelet, with the images of `scripts/images` imported. Driven through `kubectl`, as users
+//! drive theirs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
-pub const POD_CIDR: &str = "10.244.0.0/16";
-pub const NODE_IP: &str = "10.0.0.1";
-const ADMIN_TOKEN: &str = "c19-e2e-admin-token";
+use crate::cmd::{eventually, run};
+use crate::{NODE_IP, NODE_NAME, POD_CIDR, SERVICE_CIDR, netns, node};
+
+const ADMIN_TOKEN: &str = "c19-harness-admin-token";
+const NODE_TOKEN: &str = "c19-harness-node-token";
+
+/// What a cluster runs besides the control plane and the node.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Image layouts to import into the node's containerd (the pause image among them).
+    pub images: Vec<PathBuf>,
+    /// The kubelet's `clusterDNS`, for a cluster that runs a DNS server.
+    pub cluster_dns: Option<String>,
+}
+
+/// A running component and what it takes to start it again.
+struct Component {
+    name: String,
+    program: String,
+    args: Vec<String>,
+    child: Child,
+}
 
 pub struct Cluster {
     pub dir: PathBuf,
     pub bins: PathBuf,
     pub kubeconfig: PathBuf,
-    /// Name, arguments (to restart it) and process of every control-plane component.
-    procs: std::sync::Mutex<Vec<(String, Vec<String>, Child)>>,
+    /// Every component, in start order.
+    procs: Mutex<Vec<Component>>,
 }
 
-/// Runs a command and fails with its output when it fails.
-pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// Polls `f` until it returns `Some` or `timeout` passes.
-pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn kubeconfig_text(server: &str, user: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c19\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: c19\n  context:\n    cluster: c19\n    user: {user}\n    namespace: default\ncurrent-context: c19\n"
+    )
 }
 
 impl Cluster {
-    /// Sets up the namespace's network and starts every component; returns when the API server
-    /// is ready and the node is Ready.
-    pub fn start(bins: &Path, dir: &Path) -> Cluster {
+    /// Prepares the namespace and starts every component; returns when the node is Ready and
+    /// the `default` ServiceAccount exists, so pods can be created at once.
+    pub fn start(bins: &Path, dir: &Path, options: &Options) -> Cluster {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir.join("pki")).unwrap();
-        run(Command::new("ip").args(["link", "set", "lo", "up"]));
-        run(Command::new("ip").args(["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"]));
-        // Every address of the pod CIDR is local: agents bind to their pod's IP without one
-        // interface address per pod.
-        run(Command::new("ip").args(["route", "add", "local", POD_CIDR, "dev", "lo"]));
-
+        netns::prepare(dir);
         let pki = dir.join("pki");
         run(Command::new("openssl")
             .args(["genrsa", "-out"])
@@ -71,15 +66,18 @@ impl Cluster {
             .stderr(Stdio::null()));
         std::fs::write(
             dir.join("tokens.csv"),
-            format!("{ADMIN_TOKEN},admin,admin,system:masters\n"),
+            format!(
+                "{ADMIN_TOKEN},admin,admin,system:masters\n{NODE_TOKEN},system:node:{NODE_NAME},{NODE_NAME},system:nodes\n"
+            ),
         )
         .unwrap();
         let kubeconfig = dir.join("kubeconfig");
+        let server = format!("https://{NODE_IP}:6443");
+        std::fs::write(&kubeconfig, kubeconfig_text(&server, "admin", ADMIN_TOKEN)).unwrap();
+        let node_kubeconfig = dir.join("kubeconfig-node");
         std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: https://127.0.0.1:6443\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\ncontexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\n    namespace: default\ncurrent-context: e2e\n"
-            ),
+            &node_kubeconfig,
+            kubeconfig_text(&server, NODE_NAME, NODE_TOKEN),
         )
         .unwrap();
 
@@ -97,7 +95,7 @@ impl Cluster {
                 "--data-dir",
                 &d("etcd"),
                 "--name",
-                "e2e",
+                "c19",
                 "--unsafe-no-fsync",
                 "--listen-client-urls",
                 "http://127.0.0.1:2379",
@@ -108,7 +106,7 @@ impl Cluster {
                 "--initial-advertise-peer-urls",
                 "http://127.0.0.1:2380",
                 "--initial-cluster",
-                "e2e=http://127.0.0.1:2380",
+                "c19=http://127.0.0.1:2380",
                 "--log-level",
                 "warn",
             ],
@@ -118,8 +116,10 @@ impl Cluster {
             &[
                 "--etcd-servers",
                 "http://127.0.0.1:2379",
+                // Pods reach it through the node's address (the `kubernetes` Service is NATed
+                // there); nothing outside the namespace can.
                 "--bind-address",
-                "127.0.0.1",
+                "0.0.0.0",
                 "--secure-port",
                 "6443",
                 "--advertise-address",
@@ -129,7 +129,11 @@ impl Cluster {
                 "--token-auth-file",
                 &d("tokens.csv"),
                 "--authorization-mode",
-                "RBAC",
+                "Node,RBAC",
+                "--enable-admission-plugins",
+                "NodeRestriction",
+                "--kubelet-preferred-address-types",
+                "InternalIP",
                 "--service-account-key-file",
                 &d("pki/sa.pub"),
                 "--service-account-signing-key-file",
@@ -137,7 +141,7 @@ impl Cluster {
                 "--service-account-issuer",
                 "https://kubernetes.default.svc.cluster.local",
                 "--service-cluster-ip-range",
-                "10.96.0.0/16",
+                SERVICE_CIDR,
                 "--allow-privileged=true",
                 "--v=0",
             ],
@@ -160,8 +164,14 @@ impl Cluster {
                 &d("pki/sa.key"),
                 "--root-ca-file",
                 &d("pki/apiserver.crt"),
+                "--use-service-account-credentials",
                 "--controllers",
                 "*",
+                "--allocate-node-cidrs",
+                "--cluster-cidr",
+                POD_CIDR,
+                "--node-cidr-mask-size",
+                "24",
                 "--concurrent-deployment-syncs",
                 "5",
                 "--v=0",
@@ -178,28 +188,27 @@ impl Cluster {
                 "--v=0",
             ],
         );
+        c.spawn_from("containerd", "containerd", &node::containerd_args(dir));
+        node::wait_for_containerd();
+        node::import_images(&options.images);
+        node::create_cgroups(&netns::cgroup_root());
         c.spawn(
-            "kwok",
-            &[
-                "--kubeconfig",
-                &kc,
-                "--manage-all-nodes=true",
-                "--cidr",
-                POD_CIDR,
-                "--node-ip",
-                NODE_IP,
-                "--node-lease-duration-seconds",
-                "40",
-            ],
+            "kubelet",
+            &node::kubelet_args(
+                dir,
+                &node_kubeconfig,
+                &netns::cgroup_root(),
+                options.cluster_dns.as_deref(),
+            )
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
         );
-        c.apply_yaml(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: kwok-node-0\n  labels: {kubernetes.io/hostname: kwok-node-0, type: kwok}\n  annotations: {kwok.x-k8s.io/node: fake}\nspec: {}\nstatus:\n  allocatable: {cpu: '64', memory: 256Gi, pods: '250'}\n  capacity: {cpu: '64', memory: 256Gi, pods: '250'}\n  nodeInfo: {kubeletVersion: fake, architecture: amd64, operatingSystem: linux}\n",
-        );
-        eventually("the kwok node to be Ready", Duration::from_secs(60), || {
+        eventually("the node to be Ready", Duration::from_secs(120), || {
             let out = c.kubectl_output(&[
                 "get",
                 "node",
-                "kwok-node-0",
+                NODE_NAME,
                 "-o",
                 "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
             ]);
@@ -218,41 +227,48 @@ impl Cluster {
         c
     }
 
-    /// Kills component `name` (SIGKILL, as a crash or a node loss would), keeps it down for
-    /// `down`, then starts it again with the same arguments.
+    /// Kills component `name` (SIGKILL, as a crash would), keeps it down for `down`, then starts
+    /// it again with the same arguments.
     pub fn restart(&self, name: &str, down: Duration) {
-        let (name, args, mut child) = {
+        let mut c = {
             let mut procs = self.procs.lock().unwrap();
             let i = procs
                 .iter()
-                .position(|(n, _, _)| n == name)
+                .position(|c| c.name == name)
                 .unwrap_or_else(|| panic!("no component {name}"));
             procs.remove(i)
         };
-        let _ = child.kill();
-        let _ = child.wait();
+        let _ = c.child.kill();
+        let _ = c.child.wait();
         std::thread::sleep(down);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.spawn(&name, &args);
+        self.spawn_from(&c.name, &c.program, &c.args);
     }
 
+    /// Starts a component from the cluster's binaries, logging to `<dir>/<name>.log`.
     fn spawn(&self, name: &str, args: &[&str]) {
+        let program = self.bins.join(name).display().to_string();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        self.spawn_from(name, &program, &args);
+    }
+
+    fn spawn_from(&self, name: &str, program: &str, args: &[String]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{name}.log")))
             .unwrap();
-        let child = Command::new(self.bins.join(name))
+        let child = Command::new(program)
             .args(args)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        self.procs.lock().unwrap().push((
-            name.to_string(),
-            args.iter().map(|a| a.to_string()).collect(),
+        self.procs.lock().unwrap().push(Component {
+            name: name.to_string(),
+            program: program.to_string(),
+            args: args.to_vec(),
             child,
-        ));
+        });
     }
 
     pub fn kubectl_output(&self, args: &[&str]) -> Output {
@@ -263,7 +279,7 @@ impl Cluster {
             .expect("kubectl runs")
     }
 
-    /// Runs kubectl and returns its stdout; fails the test when kubectl fails.
+    /// Runs kubectl and returns its stdout; panics with its stderr when it fails.
     pub fn kubectl(&self, args: &[&str]) -> String {
         let out = self.kubectl_output(args);
         assert!(
@@ -280,7 +296,7 @@ impl Cluster {
         serde_json::from_str(&self.kubectl(&a)).unwrap()
     }
 
-    /// `kubectl apply -f -` of a YAML text; returns kubectl's output.
+    /// `kubectl apply --server-side -f -` of a YAML text; returns kubectl's output.
     pub fn apply_yaml_output(&self, yaml: &str) -> Output {
         use std::io::Write;
         let mut child = Command::new("kubectl")
@@ -311,10 +327,12 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    /// Stops the components, newest first. Containers keep running until the namespace's PID 1
+    /// exits, which ends them all.
     fn drop(&mut self) {
-        for (_, _, child) in self.procs.get_mut().unwrap().iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
+        for c in self.procs.get_mut().unwrap().iter_mut().rev() {
+            let _ = c.child.kill();
+            let _ = c.child.wait();
         }
     }
 }

@@ -1,0 +1,3 @@
+module c19.dev/example-app
+
+go 1.22
