@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use c19_harness::{Cluster, cluster::Options, netns, node};
+use c19_harness::{Cluster, cluster::Options, eventually, netns, node};
 
 const DIR: &str = "/tmp/c19-demo";
 
@@ -59,7 +59,19 @@ fn main() -> ExitCode {
     cluster.apply_yaml(
         &std::fs::read_to_string(format!("{root}/examples/kubernetes/web.yaml")).unwrap(),
     );
-    println!("waiting for the sample group to converge...");
+    println!("waiting for the sample group's pods and their convergence...");
+    eventually(
+        "the Deployment of the group",
+        Duration::from_secs(60),
+        || {
+            cluster
+                .kubectl_output(&["get", "deployment", "web"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    cluster.kubectl(&["rollout", "status", "deployment/web", "--timeout=180s"]);
     cluster.kubectl(&[
         "wait",
         "--for=condition=Converged",

@@ -50,7 +50,11 @@ fn the_built_image_keeps_the_dockerfiles_runtime_contract() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let layout = dir.join("layout");
     std::fs::create_dir_all(&layout).unwrap();
     let untar = Command::new("tar")
@@ -62,20 +66,28 @@ fn the_built_image_keeps_the_dockerfiles_runtime_contract() {
         .unwrap();
     assert!(untar.success());
 
-    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let descriptor = &index["manifests"][0];
     assert_eq!(
         descriptor["annotations"]["io.containerd.image.name"],
         "docker.io/library/c19:dev"
     );
     let manifest: Value =
-        serde_json::from_slice(&read_blob(&layout, descriptor["digest"].as_str().unwrap())).unwrap();
-    let config: Value =
-        serde_json::from_slice(&read_blob(&layout, manifest["config"]["digest"].as_str().unwrap())).unwrap();
+        serde_json::from_slice(&read_blob(&layout, descriptor["digest"].as_str().unwrap()))
+            .unwrap();
+    let config: Value = serde_json::from_slice(&read_blob(
+        &layout,
+        manifest["config"]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
 
     let dockerfile = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
     let want = dockerfile_contract(&dockerfile);
-    assert_eq!(want["User"], "65532:65532", "the Dockerfile runs as non-root");
+    assert_eq!(
+        want["User"], "65532:65532",
+        "the Dockerfile runs as non-root"
+    );
     for field in ["User", "Entrypoint", "Cmd", "ExposedPorts"] {
         assert_eq!(
             config["config"][field], want[field],
@@ -91,11 +103,21 @@ fn the_built_image_keeps_the_dockerfiles_runtime_contract() {
         read_blob(&layout, manifest["layers"][0]["digest"].as_str().unwrap()),
     )
     .unwrap();
-    let listing = Command::new("tar").arg("-tvf").arg(&layer).output().unwrap();
+    let listing = Command::new("tar")
+        .arg("-tvf")
+        .arg(&layer)
+        .output()
+        .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
-    let entrypoint = want["Entrypoint"][0].as_str().unwrap().trim_start_matches('/');
+    let entrypoint = want["Entrypoint"][0]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/');
     assert!(listing.contains(entrypoint), "{listing}");
-    assert!(!listing.contains(" bin/sh"), "no shell in the image: {listing}");
+    assert!(
+        !listing.contains(" bin/sh"),
+        "no shell in the image: {listing}"
+    );
     let passwd = Command::new("tar")
         .arg("-xOf")
         .arg(&layer)

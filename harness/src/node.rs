@@ -241,7 +241,12 @@ pub fn import_images(images: &[PathBuf]) {
 pub fn built_images(project: &Path) -> Result<Vec<PathBuf>, String> {
     let dir = project.join(IMAGE_DIR);
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|e| format!("{}: {e}; build the images with scripts/images", dir.display()))?
+        .map_err(|e| {
+            format!(
+                "{}: {e}; build the images with scripts/images",
+                dir.display()
+            )
+        })?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "tar"))

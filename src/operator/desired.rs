@@ -474,10 +474,19 @@ pub(crate) mod tests {
             .containers
             .iter()
             .chain(pod.init_containers.iter().flatten())
-            .filter(|c| c.volume_mounts.iter().flatten().any(|m| m.name == "c19-token"))
+            .filter(|c| {
+                c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == "c19-token")
+            })
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(mounted_by, [AGENT_CONTAINER], "only the agent sees the token");
+        assert_eq!(
+            mounted_by,
+            [AGENT_CONTAINER],
+            "only the agent sees the token"
+        );
     }
 
     #[test]

@@ -131,11 +131,29 @@ pub fn peers_of(ip: &str, token: &str) -> Option<Vec<String>> {
 }
 
 /// `curl` in the pod's app container against the agent's app API: (status, body).
-pub fn app_api(c: &Cluster, pod: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+pub fn app_api(
+    c: &Cluster,
+    pod: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let url = format!("http://localhost:3097{path}");
     let mut args = vec![
-        "exec", pod, "-c", "app", "--", "curl", "-sS", "-m", "5", "-X", method, "-w",
-        "\n%{http_code}", &url,
+        "exec",
+        pod,
+        "-c",
+        "app",
+        "--",
+        "curl",
+        "-sS",
+        "-m",
+        "5",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+        &url,
     ];
     if let Some(b) = body {
         args.extend(["-H", "Content-Type: application/json", "--data-binary", b]);
@@ -143,7 +161,9 @@ pub fn app_api(c: &Cluster, pod: &str, method: &str, path: &str, body: Option<&s
     let out = c.kubectl_output(&args);
     let text = String::from_utf8_lossy(&out.stdout);
     match text.rsplit_once('\n') {
-        Some((body, code)) if out.status.success() => (code.trim().parse().unwrap_or(0), body.to_string()),
+        Some((body, code)) if out.status.success() => {
+            (code.trim().parse().unwrap_or(0), body.to_string())
+        }
         _ => (0, String::from_utf8_lossy(&out.stderr).into_owned()),
     }
 }
@@ -152,14 +172,23 @@ pub fn app_api(c: &Cluster, pod: &str, method: &str, path: &str, body: Option<&s
 pub fn value_at(c: &Cluster, pod: &str, key: &str) -> Option<Value> {
     let (status, body) = app_api(c, pod, "GET", &format!("/{key}"), None);
     (status == 200)
-        .then(|| serde_json::from_str::<Value>(&body).ok().map(|v| v["value"].clone()))
+        .then(|| {
+            serde_json::from_str::<Value>(&body)
+                .ok()
+                .map(|v| v["value"].clone())
+        })
         .flatten()
 }
 
 /// Endpoints of the group's EndpointSlices: (pod name, serving). `ready` is always true for
 /// them: the Service publishes members that are not ready, so that a new group can form.
 pub fn slice_endpoints(c: &Cluster, group: &str) -> Vec<(String, bool)> {
-    let slices = c.json(&["get", "endpointslices", "-l", &format!("c19.dev/group={group}")]);
+    let slices = c.json(&[
+        "get",
+        "endpointslices",
+        "-l",
+        &format!("c19.dev/group={group}"),
+    ]);
     let mut v: Vec<(String, bool)> = slices["items"]
         .as_array()
         .into_iter()
