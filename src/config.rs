@@ -119,6 +119,10 @@ pub struct ConnectionConfig {
     pub timeout: u64,
     #[serde(default = "default_peer_max_body")]
     pub max_body_bytes: usize,
+    /// How long (ms) a starting agent may wait for a peer list and copy a member's state before
+    /// it reports ready with what it holds.
+    #[serde(default = "default_warmup_timeout")]
+    pub warmup_timeout: u64,
     /// A file holding the bearer token that every peer request must carry.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -225,6 +229,9 @@ fn default_r0() -> usize {
 fn default_timeout() -> u64 {
     1000
 }
+fn default_warmup_timeout() -> u64 {
+    300_000
+}
 fn default_peer_max_body() -> usize {
     64 << 20
 }
@@ -279,7 +286,7 @@ impl Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let c = &self.spec.connection;
         let s = &self.spec.state;
-        let checks: [(bool, &'static str, &str); 10] = [
+        let checks: [(bool, &'static str, &str); 11] = [
             (
                 self.version == "0.1",
                 "version",
@@ -301,6 +308,11 @@ impl Config {
                 "must be at least 1 ms",
             ),
             (c.r0 > 0, "spec.connection.r0", "must be at least 1"),
+            (
+                c.warmup_timeout > 0,
+                "spec.connection.warmup_timeout",
+                "must be at least 1 ms",
+            ),
             (
                 s.purge_interval > 0,
                 "spec.state.purge_interval",

@@ -1,10 +1,11 @@
 //! What the app API, the peer API and the gossip loops of one agent share.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::connection::client::{PeerClient, Traffic};
 use crate::connection::peers::Peers;
+use crate::connection::warmup::{Phase, Warmed, Warmup};
 use crate::metrics::Counter;
 use crate::state::{Limits, Store};
 
@@ -18,6 +19,9 @@ pub struct GossipMetrics {
     pub syncs_equal: Counter,
     /// Records received from peers that changed this agent's state.
     pub records_applied: Counter,
+    /// Records received while copying a member's state at start.
+    pub warmup_records: Counter,
+    pub prestop_flushes: Counter,
     pub records_purged: Counter,
     pub traffic: Traffic,
     /// Body bytes of the syncs this agent started, both ways: what anti-entropy costs next to
@@ -41,6 +45,8 @@ pub struct NodeSettings {
     /// How long (ms) the state must be unchanged before this agent takes part in a sync that is
     /// not forced: one push interval.
     pub quiet_ms: u64,
+    /// Peers contacted per push round (`connection.r0`): the fanout of an out-of-round flush too.
+    pub r0: usize,
 }
 
 #[derive(Debug)]
@@ -53,7 +59,9 @@ pub struct Node {
     pub client: PeerClient,
     pub metrics: GossipMetrics,
     pub settings: NodeSettings,
-    ready: AtomicBool,
+    warmup: Mutex<Warmup>,
+    /// Set at shutdown: the agent stops reporting ready.
+    stopping: AtomicBool,
     /// Set by the gossip loop: the state has changed only slowly over the last rounds.
     calm: AtomicBool,
 }
@@ -67,7 +75,8 @@ impl Node {
             client,
             metrics: GossipMetrics::default(),
             settings,
-            ready: AtomicBool::new(false),
+            warmup: Mutex::new(Warmup::default()),
+            stopping: AtomicBool::new(false),
             calm: AtomicBool::new(true),
         }
     }
@@ -89,11 +98,32 @@ impl Node {
         self.store.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Ready: warm (holding the group's state as of its start) and not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        !self.stopping.load(Ordering::Relaxed) && self.warmup().is_warm()
     }
 
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+    /// Stops reporting ready, at shutdown.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub fn warmup(&self) -> MutexGuard<'_, Warmup> {
+        self.warmup.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_warm(&self, how: Warmed) {
+        let mut w = self.warmup();
+        w.took = Some(w.started.elapsed());
+        w.phase = Phase::Warm(how);
+    }
+
+    pub fn set_copying(&self, peer: &str, buckets_done: usize, buckets: usize, records: usize) {
+        self.warmup().phase = Phase::Copying {
+            peer: peer.to_string(),
+            buckets_done,
+            buckets,
+            records,
+        };
     }
 }

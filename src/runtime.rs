@@ -15,6 +15,7 @@ use crate::connection::client::PeerClient;
 use crate::connection::gossip::{self, GossipConfig};
 use crate::connection::peer_provider::{self, ProviderError, SelfIdentity};
 use crate::connection::peers::Peers;
+use crate::connection::warmup;
 use crate::node::{Node, NodeSettings};
 use crate::state::{Limits, Store, StoreConfig, now_ms, seeder};
 
@@ -105,6 +106,7 @@ pub async fn run_agent(
         ),
         target_port,
         quiet_ms: QUIET_ROUNDS * spec.connection.push_interval,
+        r0: spec.connection.r0,
     };
     let client = PeerClient::new(token, Duration::from_millis(spec.connection.timeout));
     let peers = Peers::new(own_addresses(peer_addr, &me));
@@ -150,8 +152,13 @@ pub async fn run_agent(
         ))
     };
     let gossip = tokio::spawn(gossip::run(node.clone(), gossip_config, stop.clone()));
-    node.set_ready(true);
-    tracing::info!(app = %app_addr, peer = %peer_addr, "c19 agent ready");
+    // Ready (`/readyz`) once warm: holding the group's state as of this start.
+    let warmup = tokio::spawn(warmup::run(
+        node.clone(),
+        Duration::from_millis(spec.connection.warmup_timeout),
+        stop.clone(),
+    ));
+    tracing::info!(app = %app_addr, peer = %peer_addr, "c19 agent serving; warming up");
 
     let provider_failed = async {
         match provider.await {
@@ -164,9 +171,9 @@ pub async fn run_agent(
         e = provider_failed => Err(e.map(RuntimeError::from).expect("provider error")),
     };
     tracing::info!("shutting down: no new requests, pushing what is not yet pushed");
-    node.set_ready(false);
+    node.set_stopping();
     stop.cancel();
-    let _ = tokio::join!(app, peer, gossip, purge);
+    let _ = tokio::join!(app, peer, gossip, purge, warmup);
     result
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -370,11 +371,16 @@ fn the_operator_feeds_peers_only_to_operator_fed_agents() {
         "127.18.0.2",
         &config("127.18.0.2", &["127.18.0.1".into()], 100, ""),
     );
+    let (status, body) = get(&a.peer(), "/readyz");
+    assert_eq!(status, 503, "not ready before its first peer list: {body}");
+    assert!(body.contains("waiting_for_peers"), "{body}");
     let list = r#"{"peers": ["127.18.0.2", "127.18.0.1:4097"]}"#;
     assert_eq!(
         request(&a.peer(), "PUT", "/c19/peers", Some(list.as_bytes()), &[]).0,
         204
     );
+    wait_for(SETTLE, || get(&a.peer(), "/readyz").0 == 200)
+        .expect("ready once it copied its fed peer's state");
     let (_, peers) = get(&a.peer(), "/c19/peers");
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&peers).unwrap(),
@@ -484,5 +490,135 @@ fn the_dns_provider_resolves_a_name_into_peers() {
             .unwrap()
             .iter()
             .any(|p| p == "127.21.0.1:4097")
+    );
+}
+
+/// A new member reports ready only once it holds the state of a member that answered, copied
+/// bucket by bucket; with no member answering, it gives up after `warmup_timeout`.
+#[test]
+fn a_joining_agent_is_ready_only_once_it_holds_the_groups_state() {
+    let dir = TempDir::new("warm");
+    let a = Agent::start(&dir, "127.22.0.1", &config("127.22.0.1", &[], 100, ""));
+    // 20,000 keys: five buckets of the copy.
+    for batch in 0..20 {
+        let body: Vec<String> = (0..1000)
+            .map(|i| format!("\"k{batch}-{i}\": {{\"value\": {i}}}"))
+            .collect();
+        assert_eq!(
+            put(&a.app(), "/", &format!("{{{}}}", body.join(","))).0,
+            204
+        );
+    }
+    assert_eq!(request(&a.app(), "DELETE", "/k0-0", None, &[]).0, 204);
+    let b_ip = "127.22.0.2";
+    let b_config = config(b_ip, &["127.22.0.1".into()], 100, "");
+    let path = dir.file("agent-b.yaml", &b_config);
+    let log = std::fs::File::create(dir.0.join("agent-b.log")).unwrap();
+    let mut b = Command::new(BIN)
+        .args(["agent", "--config"])
+        .arg(&path)
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // The first 200 of /readyz: B must already hold every key and the delete.
+    let mut phases = std::collections::BTreeSet::new();
+    wait_for(Duration::from_secs(20), || {
+        let (status, body) = get(&format!("{b_ip}:4097"), "/readyz");
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+            phases.insert(v["phase"].as_str().unwrap_or("").to_string());
+        }
+        status == 200
+    })
+    .expect("B turns ready");
+    let (_, digest) = get(&format!("{b_ip}:4097"), "/c19/digest");
+    let digest: serde_json::Value = serde_json::from_str(&digest).unwrap();
+    assert_eq!(
+        digest["keys"], 19_999,
+        "B held the whole state when it turned ready"
+    );
+    assert_eq!(digest["tombstones"], 1, "deletes are copied too");
+    let (_, ready) = get(&format!("{b_ip}:4097"), "/readyz");
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(ready["how"], "copied", "{ready}");
+    assert_eq!(ready["records"], 20_000, "{ready}");
+    assert!(
+        !phases.contains("waiting_for_peers"),
+        "a static list is known at once: {phases:?}"
+    );
+    let (_, metrics) = get(&format!("{b_ip}:4097"), "/metrics");
+    assert!(metrics.contains("c19_warm 1"), "{metrics}");
+    assert!(
+        metrics.contains("c19_warmup_records_total 20000"),
+        "{metrics}"
+    );
+    let _ = b.kill();
+    let _ = b.wait();
+
+    // A member that does not answer at all (paused) may hold data: C waits for it, then gives
+    // up after its warmup_timeout and serves what it holds, saying so.
+    unsafe_signal(a.pid(), "STOP");
+    let c_ip = "127.22.0.3";
+    let c_config = config(
+        c_ip,
+        &["127.22.0.1".into()],
+        100,
+        "    warmup_timeout: 1500\n",
+    );
+    let c = Agent::start_unready(&dir, c_ip, &c_config);
+    let (status, body) = get(&c.peer(), "/readyz");
+    assert_eq!(status, 503, "{body}");
+    wait_for(Duration::from_secs(10), || {
+        get(&c.peer(), "/readyz").0 == 200
+    })
+    .expect("C gives up waiting");
+    let (_, body) = get(&c.peer(), "/readyz");
+    assert!(body.contains("timed_out"), "{body}");
+    assert!(
+        get(&c.peer(), "/metrics")
+            .1
+            .contains("c19_warmup_timed_out 1")
+    );
+    unsafe_signal(a.pid(), "CONT");
+}
+
+fn unsafe_signal(pid: i32, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// The sidecar's preStop hook (`GET /prestop`, no token: the kubelet sends none) pushes what
+/// the agent has not pushed yet, at once, and the agent keeps serving after it.
+#[test]
+fn the_prestop_hook_pushes_pending_writes_at_once() {
+    let dir = TempDir::new("prestop");
+    let ips = ["127.23.0.1".to_string(), "127.23.0.2".to_string()];
+    let token = dir.file("token", "s3cret");
+    let extra = format!("    token_file: {}\n", token.display());
+    let b = Agent::start(&dir, &ips[1], &config(&ips[1], &[], 60_000, &extra));
+    let a = Agent::start(&dir, &ips[0], &config(&ips[0], &ips, 60_000, &extra));
+    std::thread::sleep(Duration::from_millis(100));
+    put(&a.app(), "/", r#"{"before-the-end": {"value": 1}}"#);
+    assert_eq!(
+        b.value("before-the-end"),
+        None,
+        "not pushed before its round"
+    );
+    let (status, body) = get(&a.peer(), "/prestop");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        b.value("before-the-end"),
+        Some(json!(1)),
+        "pushed by the hook"
+    );
+    assert_eq!(put(&a.app(), "/", r#"{"after": {"value": 2}}"#).0, 204);
+    assert!(
+        get(&a.peer(), "/metrics")
+            .1
+            .contains("c19_prestop_flushes_total 1")
     );
 }

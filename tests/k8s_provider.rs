@@ -43,6 +43,7 @@ fn node() -> Arc<Node> {
             operator_fed: false,
             target_port: 4097,
             quiet_ms: 1000,
+            r0: 3,
         },
     ))
 }

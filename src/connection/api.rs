@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::peers::normalize;
 use super::sync::{self, DiffRequest, Offer};
+use super::warmup::{BucketRequest, Phase, Warmed};
 use crate::http::{self, Request, Response};
 use crate::metrics::Exposition;
 use crate::node::Node;
@@ -36,8 +37,14 @@ pub struct PeerList {
 pub async fn handle(node: Arc<Node>, req: Request) -> Response {
     match (&req.method, req.path.as_str()) {
         (&Method::GET, "/healthz") => http::text("ok\n".into()),
-        (&Method::GET, "/readyz") if node.is_ready() => http::text("ready\n".into()),
-        (&Method::GET, "/readyz") => http::error(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+        (&Method::GET, "/readyz") => readyz(&node),
+        // The kubelet runs the sidecar's preStop hook as soon as the pod starts terminating; a
+        // hook carries no token, and all it does is push now what would be pushed anyway.
+        (&Method::GET, "/prestop") => {
+            super::gossip::flush_now(&node).await;
+            node.metrics.prestop_flushes.inc();
+            http::text("pushed\n".into())
+        }
         (&Method::GET, "/metrics") => http::text(metrics(&node)),
         _ if !authorized(&node, &req) => unauthorized(),
         _ => handle_authorized(&node, req),
@@ -57,6 +64,7 @@ fn handle_authorized(node: &Node, req: Request) -> Response {
         (&Method::POST, "/c19/sync") => offer(node, &req.body),
         (&Method::POST, "/c19/sync/diff") => diff(node, &req.body),
         (&Method::POST, "/c19/sync/entries") => merge(node, &req.body, &Share::default()),
+        (&Method::POST, "/c19/sync/bucket") => bucket(node, &req.body),
         (&Method::GET, "/c19/peers") => http::json_value(
             StatusCode::OK,
             &PeerList {
@@ -218,9 +226,54 @@ fn set_peers(node: &Node, body: &[u8]) -> Response {
     }
 }
 
+/// 200 once the agent is warm (see [`warmup`](super::warmup)), 503 before and while it shuts
+/// down; the body tells the phase and the copy's progress either way.
+fn readyz(node: &Node) -> Response {
+    let ready = node.is_ready();
+    let report = node.warmup().report(ready);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    http::json_value(status, &report)
+}
+
+/// One bucket of the state (every record, deletes included), for a member copying it at start.
+fn bucket(node: &Node, body: &[u8]) -> Response {
+    let request: BucketRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return http::error(StatusCode::BAD_REQUEST, &format!("bucket request: {e}")),
+    };
+    if !request.count.is_power_of_two() || request.bucket >= request.count {
+        return http::error(
+            StatusCode::BAD_REQUEST,
+            "bucket request: count must be a power of two and bucket below it",
+        );
+    }
+    let store = node.read();
+    let keys = store.keys_in_buckets(request.count, &[request.bucket].into(), |_| true);
+    http::json(StatusCode::OK, store.render(keys))
+}
+
 fn metrics(node: &Node) -> String {
     let counts = node.read().counts(now_ms());
     let m = &node.metrics;
+    let (warm, progress, timed_out, took) = {
+        let w = node.warmup();
+        let progress = match &w.phase {
+            Phase::Copying {
+                buckets_done,
+                buckets,
+                ..
+            } => *buckets_done as f64 / *buckets as f64,
+            Phase::Warm(_) => 1.0,
+            Phase::WaitingForPeers => 0.0,
+        };
+        let timed_out = matches!(w.phase, Phase::Warm(Warmed::TimedOut));
+        let took = w.took.map_or(f64::NAN, |d| d.as_secs_f64());
+        (w.is_warm(), progress, timed_out, took)
+    };
     Exposition::default()
         .gauge("c19_keys", "Live keys in the state.", counts.keys as f64)
         .gauge(
@@ -297,6 +350,36 @@ fn metrics(node: &Node) -> String {
             "c19_sync_records_total",
             "Records moved by the syncs this agent started, both ways.",
             m.sync_records.get(),
+        )
+        .counter(
+            "c19_prestop_flushes_total",
+            "Pushes of everything unpushed on the preStop hook (pod terminating).",
+            m.prestop_flushes.get(),
+        )
+        .gauge(
+            "c19_warm",
+            "1 once the agent holds its group's state as of its start (or gave up waiting).",
+            f64::from(u8::from(warm)),
+        )
+        .gauge(
+            "c19_warmup_progress",
+            "Share of the buckets copied from a member at start (0 to 1).",
+            progress,
+        )
+        .counter(
+            "c19_warmup_records_total",
+            "Records received while copying a member's state at start.",
+            m.warmup_records.get(),
+        )
+        .gauge(
+            "c19_warmup_timed_out",
+            "1 when no member answered within warmup_timeout and the agent serves what it holds.",
+            f64::from(u8::from(timed_out)),
+        )
+        .gauge(
+            "c19_warmup_seconds",
+            "How long the warm-up took (NaN until it ends).",
+            took,
         )
         .finish()
 }

@@ -20,6 +20,11 @@ pub enum ClientError {
     Timeout { peer: String, timeout: Duration },
     #[error("{peer}: {message}")]
     Transport { peer: String, message: String },
+    /// Nothing serves at the peer's address: the connection was refused, or reset before any
+    /// answer (a proxy in front of a port nobody listens on). No agent runs there, yet or any
+    /// more.
+    #[error("{peer}: connection refused or reset, no agent serves there")]
+    Refused { peer: String },
     #[error("{peer}: answered {status}: {body}")]
     Status {
         peer: String,
@@ -156,11 +161,15 @@ impl PeerClient {
             .body(Full::new(body))
             .map_err(|e| transport(e.to_string()))?;
         let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| transport(error_chain(&e)))?;
+            let resp = self.client.request(req).await.map_err(|e| {
+                if refused(&e) {
+                    ClientError::Refused {
+                        peer: peer.to_string(),
+                    }
+                } else {
+                    transport(error_chain(&e))
+                }
+            })?;
             let status = resp.status();
             let agent = resp
                 .headers()
@@ -196,6 +205,21 @@ impl PeerClient {
             agent,
         })
     }
+}
+
+/// Whether a request failed before any answer because nothing serves at the address: refused
+/// (nothing listens) or reset (a proxy whose upstream refused). A paused or cut-off agent times
+/// out instead.
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset};
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(io.kind(), ConnectionRefused | ConnectionReset);
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -266,7 +266,13 @@ fn sync_round(node: &Arc<Node>, n: usize, mode: SyncMode, rng: &mut fastrand::Rn
     }
 }
 
-/// On shutdown: push what has not been pushed yet, waiting at most one timeout per peer.
+/// Pushes what has not been pushed yet, now, waiting at most one timeout per peer: on shutdown,
+/// and when the pod starts terminating (the agent's `preStop` hook, `GET /prestop`), so that
+/// writes acknowledged before the end leave the pod while the app still winds down.
+pub async fn flush_now(node: &Arc<Node>) {
+    flush(node, node.settings.r0, &mut fastrand::Rng::new()).await;
+}
+
 async fn flush(node: &Arc<Node>, r0: usize, rng: &mut fastrand::Rng) {
     if !node.read().has_changes() {
         return;

@@ -7,3 +7,4 @@ pub mod gossip;
 pub mod peer_provider;
 pub mod peers;
 pub mod sync;
+pub mod warmup;

@@ -57,6 +57,9 @@ pub struct Peers {
     /// The ids peers answered with (header `c19-agent`), so a share names a peer the same way
     /// for agents that spell its address differently.
     ids: Mutex<HashMap<String, u32>>,
+    /// Whether the provider has delivered a list yet, even an empty one: an agent alone in its
+    /// group is warm at once, one that has not heard yet is not.
+    fed: std::sync::atomic::AtomicBool,
 }
 
 /// Requests in flight to one peer at most. Above one, a push whose round trip outlasts a round
@@ -96,11 +99,18 @@ impl Peers {
             in_flight: Mutex::default(),
             suspects: Mutex::default(),
             ids: Mutex::default(),
+            fed: Default::default(),
         }
+    }
+
+    /// Whether a peer list has been set.
+    pub fn fed(&self) -> bool {
+        self.fed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Replaces the list; returns whether it changed.
     pub fn set(&self, mut peers: Vec<String>) -> bool {
+        self.fed.store(true, std::sync::atomic::Ordering::Relaxed);
         peers.retain(|p| !self.own.contains(p));
         peers.sort();
         peers.dedup();

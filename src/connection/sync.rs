@@ -174,7 +174,18 @@ pub fn differing(ours: &[u64], theirs: &[u64]) -> HashSet<usize> {
 /// Merges a body map received from a peer; returns how many records changed the state.
 /// `share` is where a push's news goes on to, kept with the news it brought.
 pub fn apply(node: &Node, body: &[u8], spread: Spread, share: &Share) -> Result<usize, BodyError> {
+    apply_counted(node, body, spread, share).map(|(_, changed)| changed)
+}
+
+/// [`apply`], returning how many records the body held as well: (received, changed).
+pub fn apply_counted(
+    node: &Node,
+    body: &[u8],
+    spread: Spread,
+    share: &Share,
+) -> Result<(usize, usize), BodyError> {
     let entries = parse_batch(body, Origin::Peer, node.settings.peer_limits)?;
+    let received = entries.len();
     let now = now_ms();
     let mut store = node.write();
     let applied = entries
@@ -187,7 +198,7 @@ pub fn apply(node: &Node, body: &[u8], spread: Spread, share: &Share) -> Result<
     }
     drop(store);
     node.metrics.records_applied.add(applied as u64);
-    Ok(applied)
+    Ok((received, applied))
 }
 
 /// What one sync achieved.

@@ -164,6 +164,12 @@ pub struct ConnectionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub timeout: Option<u64>,
+    /// How long (ms) a starting agent may take to get its peer list and copy a member's state
+    /// before it reports ready with what it holds. The startup probe allows this long plus 30 s.
+    /// Default 300000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1000, max = 3600000))]
+    pub warmup_timeout: Option<u64>,
 }
 
 /// What the operator observed of the group.

@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::crd::{C19Group, PullPolicy};
-use super::render::{CONFIG_FILE, SEED_DIR, TOKEN_DIR, agent_config};
+use super::render::{CONFIG_FILE, SEED_DIR, TOKEN_DIR, agent_config, warmup_timeout};
 
 /// The label that marks a group's pods; the selector of everything the group owns.
 pub const GROUP_LABEL: &str = "c19.dev/group";
@@ -228,6 +228,10 @@ fn deployment(
         "spec": {
             "replicas": group.spec.replicas,
             "selector": {"matchLabels": selector(&name)},
+            // One pod at a time, and none taken down before its replacement is ready: a ready
+            // agent holds the group's state (see the agent's warm-up), so a rollout never takes
+            // down the last copy of anything.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": template,
         }
     });
@@ -256,6 +260,9 @@ fn agent_container(group: &C19Group, settings: &Settings) -> Container {
         mounts.push(json!({"name": "c19-seed", "mountPath": SEED_DIR, "readOnly": true}));
     }
     let probe = |path: &str, period: i32, failures: i32| json!({"httpGet": {"path": path, "port": PEER_PORT}, "periodSeconds": period, "failureThreshold": failures, "timeoutSeconds": 1});
+    // `/readyz` turns 200 once the agent holds its group's state (or its warm-up timed out):
+    // the startup probe, which holds the app back, allows that long and 30 s more.
+    let startup_failures = (warmup_timeout(&group.spec).div_ceil(1000) + 30) as i32;
     let container = json!({
         "name": AGENT_CONTAINER,
         "image": agent.image.clone().unwrap_or_else(|| settings.agent_image.clone()),
@@ -268,9 +275,12 @@ fn agent_container(group: &C19Group, settings: &Settings) -> Container {
             {"name": "RUST_LOG", "value": "info"}
         ],
         "ports": [{"name": "c19-peer", "containerPort": PEER_PORT, "protocol": "TCP"}],
-        "startupProbe": probe("/readyz", 1, 60),
+        "startupProbe": probe("/readyz", 1, startup_failures),
         "readinessProbe": probe("/readyz", 5, 3),
         "livenessProbe": probe("/healthz", 10, 3),
+        // Runs as soon as the pod starts terminating, beside the app's own shutdown: the agent
+        // pushes what it has not pushed yet, then keeps serving until the app has exited.
+        "lifecycle": {"preStop": {"httpGet": {"path": "/prestop", "port": PEER_PORT}}},
         "resources": resources,
         "securityContext": {
             "runAsNonRoot": true,
@@ -417,6 +427,19 @@ pub(crate) mod tests {
         );
         let spec = d.spec.unwrap();
         assert_eq!(spec.replicas, Some(3));
+        let rolling = spec
+            .strategy
+            .as_ref()
+            .unwrap()
+            .rolling_update
+            .as_ref()
+            .unwrap();
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int;
+        assert_eq!(
+            (rolling.max_surge.clone(), rolling.max_unavailable.clone()),
+            (Some(Int(1)), Some(Int(0))),
+            "one pod at a time, none down before its replacement is ready"
+        );
         assert_eq!(spec.selector.match_labels.unwrap()[GROUP_LABEL], "web");
         let t = spec.template;
         let tmeta = t.metadata.unwrap();
@@ -445,14 +468,16 @@ pub(crate) mod tests {
         assert_eq!(agent.name, AGENT_CONTAINER);
         assert_eq!(agent.restart_policy.as_deref(), Some("Always"));
         assert_eq!(agent.image.as_deref(), Some("c19:test"));
-        let startup = agent
-            .startup_probe
-            .as_ref()
-            .unwrap()
-            .http_get
-            .as_ref()
-            .unwrap();
-        assert_eq!(startup.path.as_deref(), Some("/readyz"));
+        let startup = agent.startup_probe.as_ref().unwrap();
+        assert_eq!(
+            startup.http_get.as_ref().unwrap().path.as_deref(),
+            Some("/readyz")
+        );
+        // The default warm-up (300 s) and 30 s more, at one probe a second.
+        assert_eq!(
+            (startup.period_seconds, startup.failure_threshold),
+            (Some(1), Some(330))
+        );
         let sc = agent.security_context.as_ref().unwrap();
         assert_eq!(sc.run_as_non_root, Some(true));
         assert_eq!(sc.read_only_root_filesystem, Some(true));
@@ -462,6 +487,11 @@ pub(crate) mod tests {
             &vec!["ALL".to_string()]
         );
         assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let pre_stop = agent.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+        assert_eq!(
+            pre_stop.http_get.as_ref().unwrap().path.as_deref(),
+            Some("/prestop")
+        );
         assert_eq!(agent.ports.as_ref().unwrap()[0].container_port, PEER_PORT);
         assert_eq!(agent.env.as_ref().unwrap()[0].name, "POD_IP");
         let vols = pod.volumes.unwrap();

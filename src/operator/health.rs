@@ -109,6 +109,8 @@ pub struct Facts {
     pub replicas: i32,
     pub ready_replicas: i32,
     pub selector: String,
+    /// How far the Deployment's rollout is, while one runs.
+    pub rollout: Option<String>,
     /// Why the spec cannot be reconciled, if it cannot.
     pub invalid: Option<String>,
 }
@@ -121,9 +123,22 @@ pub fn status(
     now: &Time,
 ) -> C19GroupStatus {
     let ready = ready_condition(facts);
-    let converged = converged_condition(obs);
+    let progressing = progressing_condition(facts);
+    let converged = match &facts.rollout {
+        // Members come and go while pods roll: convergence is claimed once the rollout is over.
+        Some(progress) => (
+            "False",
+            "RollingOut".into(),
+            format!("rollout in progress: {progress}"),
+        ),
+        None => converged_condition(obs),
+    };
     let mut conditions = previous.conditions.clone();
-    for (type_, (status, reason, message)) in [("Ready", ready), ("Converged", converged)] {
+    for (type_, (status, reason, message)) in [
+        ("Ready", ready),
+        ("Progressing", progressing),
+        ("Converged", converged),
+    ] {
         set_condition(
             &mut conditions,
             type_,
@@ -143,7 +158,7 @@ pub fn status(
         members: obs.map_or(0, |o| o.members as i32),
         reachable: obs.map_or(0, |o| o.reachable as i32),
         keys: obs.and_then(|o| o.keys).map(|k| k as i64),
-        converged: obs.is_some_and(Observation::converged),
+        converged: facts.rollout.is_none() && obs.is_some_and(Observation::converged),
         divergent: obs
             .filter(|o| o.divergent_rounds >= 2)
             .map(|o| cap(&o.divergent))
@@ -171,6 +186,19 @@ fn ready_condition(f: &Facts) -> ConditionValue {
         "ReplicasNotReady".into(),
         format!("{}/{} pods ready", f.ready_replicas, f.desired_replicas),
     )
+}
+
+/// `Progressing` is True while the group's pods roll out (one at a time, none taken down before
+/// its replacement is warm), False once every pod runs the current template.
+fn progressing_condition(f: &Facts) -> ConditionValue {
+    match &f.rollout {
+        Some(progress) => ("True", "RollingOut".into(), progress.clone()),
+        None => (
+            "False",
+            "RolloutComplete".into(),
+            "every pod runs the current template".into(),
+        ),
+    }
 }
 
 fn converged_condition(obs: Option<&Observation>) -> ConditionValue {
@@ -344,8 +372,44 @@ mod tests {
             replicas: 3,
             ready_replicas: 3,
             selector: "c19.dev/group=web".into(),
+            rollout: None,
             invalid: None,
         }
+    }
+
+    #[test]
+    fn a_rollout_is_progressing_and_not_converged_until_it_ends() {
+        let now = t("2026-01-01T00:00:00Z");
+        let r: Vec<_> = (1..=3).map(|i| (member(i), answered("7", 5, 2))).collect();
+        let obs = observe(&r, None);
+        let condition = |s: &C19GroupStatus, type_: &str| {
+            let c = s.conditions.iter().find(|c| c.type_ == type_).unwrap();
+            (c.status.clone(), c.reason.clone())
+        };
+        let rolling = Facts {
+            rollout: Some("1 of 3 pods updated".into()),
+            ..facts()
+        };
+        let s = status(&C19GroupStatus::default(), &rolling, Some(&obs), &now);
+        assert!(!s.converged, "equal digests, but pods still roll");
+        assert_eq!(
+            condition(&s, "Progressing"),
+            ("True".into(), "RollingOut".into())
+        );
+        assert_eq!(
+            condition(&s, "Converged"),
+            ("False".into(), "RollingOut".into())
+        );
+        let s = status(&s, &facts(), Some(&obs), &now);
+        assert!(s.converged);
+        assert_eq!(
+            condition(&s, "Progressing"),
+            ("False".into(), "RolloutComplete".into())
+        );
+        assert_eq!(
+            condition(&s, "Converged"),
+            ("True".into(), "Converged".into())
+        );
     }
 
     #[test]

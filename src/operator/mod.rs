@@ -14,4 +14,5 @@ pub mod members;
 pub mod observer;
 pub mod reconcile;
 pub mod render;
+pub mod rollout;
 pub mod run;

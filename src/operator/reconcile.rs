@@ -115,6 +115,7 @@ fn facts(group: &C19Group, deployment: Option<&Deployment>, invalid: Option<Stri
         replicas: status.and_then(|s| s.replicas).unwrap_or(0),
         ready_replicas: status.and_then(|s| s.ready_replicas).unwrap_or(0),
         selector: selector_string(&group.name_any()),
+        rollout: deployment.and_then(super::rollout::in_progress),
         invalid,
     }
 }

@@ -7,6 +7,11 @@ pub const CONFIG_FILE: &str = "config.yaml";
 pub const TOKEN_DIR: &str = "/etc/c19/token";
 pub const SEED_DIR: &str = "/etc/c19/seed";
 
+/// The agent's warm-up timeout (ms): the spec's, or the agent's default.
+pub fn warmup_timeout(spec: &C19GroupSpec) -> u64 {
+    spec.agent.connection.warmup_timeout.unwrap_or(300_000)
+}
+
 /// Renders the agent config of a group; defaults are C19 0.1's.
 pub fn agent_config(spec: &C19GroupSpec) -> String {
     let state = &spec.agent.state;
@@ -28,11 +33,12 @@ pub fn agent_config(spec: &C19GroupSpec) -> String {
         ));
     }
     out.push_str(&format!(
-        "  connection:\n    kind: Default\n    port: 4097\n    bind: 0.0.0.0\n    push_interval: {}\n    pull_interval: {}\n    r0: {}\n    timeout: {}\n    token_file: {TOKEN_DIR}/token\n    peer_provider:\n      kind: Operator\n",
+        "  connection:\n    kind: Default\n    port: 4097\n    bind: 0.0.0.0\n    push_interval: {}\n    pull_interval: {}\n    r0: {}\n    timeout: {}\n    warmup_timeout: {}\n    token_file: {TOKEN_DIR}/token\n    peer_provider:\n      kind: Operator\n",
         conn.push_interval.unwrap_or(1000),
         conn.pull_interval.unwrap_or(60_000),
         conn.r0.unwrap_or(3),
         conn.timeout.unwrap_or(1000),
+        warmup_timeout(spec),
     ));
     out
 }
@@ -68,7 +74,7 @@ mod tests {
     fn spec_settings_reach_the_config() {
         let text = agent_config(&spec(json!({
             "state": {"ttl": 5000, "purgeInterval": 100, "tombstoneLifetime": 9, "seed": {"configMap": "s", "key": "k"}},
-            "connection": {"pushInterval": 200, "pullInterval": 3000, "r0": 4, "timeout": 300}
+            "connection": {"pushInterval": 200, "pullInterval": 3000, "r0": 4, "timeout": 300, "warmupTimeout": 5000}
         })));
         let c = Config::parse(&text, std::path::Path::new("rendered")).unwrap();
         assert_eq!(c.spec.state.ttl, Some(5000));
@@ -80,5 +86,6 @@ mod tests {
             (k.push_interval, k.pull_interval, k.r0, k.timeout),
             (200, 3000, 4, 300)
         );
+        assert_eq!(k.warmup_timeout, 5000);
     }
 }

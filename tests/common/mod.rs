@@ -55,7 +55,38 @@ impl Agent {
         agent
     }
 
+    /// Starts an agent and waits only until it serves (`/healthz`), not until it is warm.
+    pub fn start_unready(dir: &TempDir, ip: &str, config: &str) -> Agent {
+        let path = dir.file(&format!("agent-{ip}.yaml"), config);
+        let mut agent = Agent {
+            ip: ip.into(),
+            config: path,
+            child: None,
+            log: dir.0.join(format!("agent-{ip}.log")),
+        };
+        agent.launch();
+        let peer = agent.peer();
+        wait_for(Duration::from_secs(10), || get(&peer, "/healthz").0 == 200)
+            .unwrap_or_else(|_| panic!("agent {ip} did not start: {}", agent.logs()));
+        agent
+    }
+
+    /// Starts the process and waits until it is ready (or, fed by the operator, serving).
     pub fn spawn(&mut self) {
+        self.launch();
+        let ip = self.ip.clone();
+        // An agent fed by the operator is not ready before its first peer list: it serves.
+        let fed = std::fs::read_to_string(&self.config)
+            .unwrap_or_default()
+            .contains("kind: Operator");
+        wait_for(Duration::from_secs(10), || {
+            let probe = if fed { "/healthz" } else { "/readyz" };
+            get(&format!("{ip}:4097"), probe).0 == 200
+        })
+        .unwrap_or_else(|_| panic!("agent {ip} did not become ready: {}", self.logs()));
+    }
+
+    fn launch(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -72,11 +103,6 @@ impl Agent {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let ip = self.ip.clone();
-        wait_for(Duration::from_secs(10), || {
-            get(&format!("{ip}:4097"), "/readyz").0 == 200
-        })
-        .unwrap_or_else(|_| panic!("agent {ip} did not become ready: {}", self.logs()));
     }
 
     pub fn app(&self) -> String {
