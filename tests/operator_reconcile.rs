@@ -121,8 +121,13 @@ fn respond(
 }
 
 fn context(client: kube::Client) -> Arc<Context> {
+    context_with(client, "c19:test")
+}
+
+/// A context whose operator gives new groups `agent_image`.
+fn context_with(client: kube::Client, agent_image: &str) -> Arc<Context> {
     let settings = Settings {
-        agent_image: "c19:test".into(),
+        agent_image: agent_image.into(),
         operator_namespace: "c19-system".into(),
         operator_labels: [(
             "app.kubernetes.io/name".to_string(),
@@ -199,7 +204,11 @@ async fn create_then_a_no_op_reconcile_writes_nothing() {
         .iter()
         .map(|c| c["type"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(conditions, ["Ready", "Converged"]);
+    assert_eq!(conditions, ["Ready", "Progressing", "Converged"]);
+    assert_eq!(
+        status["agentImage"], "c19:test",
+        "the operator's image, for a new group"
+    );
 
     // Reconciling the unchanged group again performs reads only.
     g.status = Some(serde_json::from_value(status).unwrap());
@@ -214,6 +223,16 @@ async fn create_then_a_no_op_reconcile_writes_nothing() {
         fake.object(&format!("{NS}/secrets/web-c19-token")).unwrap()["stringData"]["token"],
         token.as_str(),
         "the token is never regenerated"
+    );
+
+    // The operator upgraded to a newer default agent image: the group keeps its own, and its
+    // pods do not roll (nothing is written).
+    let upgraded = context_with(ctx.client.clone(), "c19:next");
+    reconcile(Arc::new(g.clone()), upgraded).await.unwrap();
+    assert_eq!(
+        fake.writes(),
+        Vec::<String>::new(),
+        "an operator upgrade rolls no group"
     );
 
     // Drift in an owned object is restored.

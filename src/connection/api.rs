@@ -25,6 +25,9 @@ pub struct DigestReport {
     /// C19 0.1's version of the state, `""` before the first write.
     pub version: String,
     pub peers: usize,
+    /// The agent's own version (c19's package version); absent from C19 0.1 agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// The operator's peer feed.
@@ -140,7 +143,10 @@ fn version(node: &Node, version: &str) -> Response {
 }
 
 pub fn digest_report(node: &Node) -> DigestReport {
-    DigestReport::of(&node.read(), now_ms(), node.peers.len())
+    DigestReport {
+        agent: Some(env!("CARGO_PKG_VERSION").to_string()),
+        ..DigestReport::of(&node.read(), now_ms(), node.peers.len())
+    }
 }
 
 impl DigestReport {
@@ -156,6 +162,7 @@ impl DigestReport {
                 .map(|v| v.to_string())
                 .unwrap_or_default(),
             peers,
+            agent: None,
         }
     }
 }
@@ -243,7 +250,7 @@ fn readyz(node: &Node) -> Response {
 fn bucket(node: &Node, body: &[u8]) -> Response {
     let request: BucketRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
-        Err(e) => return http::error(StatusCode::BAD_REQUEST, &format!("bucket request: {e}")),
+        Err(e) => return http::error(StatusCode::BAD_REQUEST, format!("bucket request: {e}")),
     };
     if !request.count.is_power_of_two() || request.bucket >= request.count {
         return http::error(

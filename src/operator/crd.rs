@@ -84,9 +84,15 @@ fn default_replicas() -> i32 {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentSpec {
-    /// Agent image. Defaults to the image the operator was started with (--agent-image).
+    /// Agent image. Unset: the operator's agent image (--agent-image) when the group is
+    /// created, kept from then on, so that upgrading the operator rolls no group; set
+    /// followOperatorImage to take the operator's on every upgrade instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// With no image set: follow the operator's agent image when the operator is upgraded
+    /// (which rolls the group's pods). Default false: the image is fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_operator_image: Option<bool>,
     /// Pull policy of the agent image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<PullPolicy>,
@@ -206,7 +212,13 @@ pub struct C19GroupStatus {
     /// Members that did not answer the last probe (at most 10 listed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<String>,
-    /// Ready and Converged conditions.
+    /// The agent image the group's pods are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_image: Option<String>,
+    /// The agent versions the members report (more than one during an upgrade).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_versions: Vec<String>,
+    /// Ready, Progressing and Converged conditions.
     #[serde(default)]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

@@ -127,6 +127,34 @@ pub fn validate(group: &C19Group) -> Result<(), InvalidSpec> {
     Ok(())
 }
 
+/// The agent image of a group: the user's; else, unless it follows the operator, the one its
+/// pods already run (an operator upgrade must roll no group); else the operator's.
+pub fn agent_image(group: &C19Group, running: Option<&str>, operator_image: &str) -> String {
+    let agent = &group.spec.agent;
+    if let Some(image) = &agent.image {
+        return image.clone();
+    }
+    match running {
+        Some(image) if agent.follow_operator_image != Some(true) => image.to_string(),
+        _ => operator_image.to_string(),
+    }
+}
+
+/// The agent image a group's Deployment runs now, if it exists.
+pub fn running_agent_image(d: &Deployment) -> Option<&str> {
+    d.spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .init_containers
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == AGENT_CONTAINER)?
+        .image
+        .as_deref()
+}
+
 fn labels(group: &str) -> BTreeMap<String, String> {
     [
         ("app.kubernetes.io/name", "c19"),
@@ -265,6 +293,7 @@ fn agent_container(group: &C19Group, settings: &Settings) -> Container {
     let startup_failures = (warmup_timeout(&group.spec).div_ceil(1000) + 30) as i32;
     let container = json!({
         "name": AGENT_CONTAINER,
+        // Resolved by the reconciler (see `agent_image`): settings carry the group's image.
         "image": agent.image.clone().unwrap_or_else(|| settings.agent_image.clone()),
         "imagePullPolicy": pull,
         "args": ["agent", "--config", format!("/etc/c19/config/{CONFIG_FILE}"), "--log-format", "json"],
@@ -630,6 +659,26 @@ pub(crate) mod tests {
         let mut long = group(app_spec(1));
         long.metadata.name = Some("x".repeat(60));
         assert!(validate(&long).unwrap_err().0.contains("metadata.name"));
+    }
+
+    #[test]
+    fn an_operator_upgrade_keeps_the_agent_image_a_group_runs() {
+        let g = group(app_spec(3));
+        let running = desired(&g, &settings()).deployment;
+        let image = running_agent_image(&running);
+        assert_eq!(image, Some("c19:test"));
+        // The operator now defaults to a newer image: the group keeps its own.
+        assert_eq!(agent_image(&g, image, "c19:next"), "c19:test");
+        // A new group takes the operator's.
+        assert_eq!(agent_image(&g, None, "c19:next"), "c19:next");
+        // Opted in: it follows the operator.
+        let mut spec = app_spec(3);
+        spec["agent"] = json!({"followOperatorImage": true});
+        assert_eq!(agent_image(&group(spec), image, "c19:next"), "c19:next");
+        // The user's own image wins over both.
+        let mut spec = app_spec(3);
+        spec["agent"] = json!({"image": "c19:mine"});
+        assert_eq!(agent_image(&group(spec), image, "c19:next"), "c19:mine");
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub struct Observation {
     /// Consecutive rounds in which some member differed; gossip in flight makes single rounds
     /// differ routinely, so divergence is reported from the second round on.
     pub divergent_rounds: u32,
+    /// The agent versions the members that answered report (`unknown` for C19 0.1 agents).
+    pub versions: Vec<String>,
 }
 
 impl Observation {
@@ -57,10 +59,12 @@ pub fn observe(results: &[(Member, Probe)], previous: Option<&Observation>) -> O
     let mut by_digest: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     let mut unreachable = Vec::new();
     let mut stale_peers = Vec::new();
+    let mut versions = std::collections::BTreeSet::new();
     let expected_peers = results.len().saturating_sub(1);
     for (member, probe) in results {
         match probe {
             Probe::Answered(r) => {
+                versions.insert(r.agent.clone().unwrap_or_else(|| "unknown".into()));
                 let e = by_digest.entry(r.digest.as_str()).or_insert((0, r.keys));
                 e.0 += 1;
                 if r.peers != expected_peers && r.peers != super::agents::UNKNOWN_PEERS {
@@ -98,6 +102,7 @@ pub fn observe(results: &[(Member, Probe)], previous: Option<&Observation>) -> O
         unreachable,
         stale_peers,
         divergent_rounds,
+        versions: versions.into_iter().collect(),
     }
 }
 
@@ -111,6 +116,8 @@ pub struct Facts {
     pub selector: String,
     /// How far the Deployment's rollout is, while one runs.
     pub rollout: Option<String>,
+    /// The agent image the group's pods are given.
+    pub agent_image: Option<String>,
     /// Why the spec cannot be reconciled, if it cannot.
     pub invalid: Option<String>,
 }
@@ -164,6 +171,8 @@ pub fn status(
             .map(|o| cap(&o.divergent))
             .unwrap_or_default(),
         unreachable: obs.map(|o| cap(&o.unreachable)).unwrap_or_default(),
+        agent_image: facts.agent_image.clone(),
+        agent_versions: obs.map(|o| o.versions.clone()).unwrap_or_default(),
         conditions,
     }
 }
@@ -358,6 +367,7 @@ mod tests {
             tombstones: 0,
             version: String::new(),
             peers,
+            agent: Some("0.1.0".into()),
         })
     }
 
@@ -373,6 +383,7 @@ mod tests {
             ready_replicas: 3,
             selector: "c19.dev/group=web".into(),
             rollout: None,
+            agent_image: None,
             invalid: None,
         }
     }
@@ -418,6 +429,7 @@ mod tests {
         let o = observe(&r, None);
         assert!(o.converged());
         assert_eq!((o.members, o.reachable, o.keys), (3, 3, Some(5)));
+        assert_eq!(o.versions, ["0.1.0"], "the versions present");
         assert!(o.stale_peers.is_empty());
     }
 

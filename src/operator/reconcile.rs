@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::context::Context;
 use super::crd::{C19Group, C19GroupStatus};
-use super::desired::{self, Names, desired, selector_string, token_secret};
+use super::desired::{self, Names, Settings, desired, selector_string, token_secret};
 use super::diff::is_subset;
 use super::health::{self, Facts};
 
@@ -80,7 +80,17 @@ async fn reconcile_inner(group: &C19Group, ctx: &Context) -> Result<Action, Reco
         }
         Ok(()) => {
             ensure_token(group, ctx, &ns).await?;
-            let d = desired(group, &ctx.settings);
+            let running: Option<Deployment> =
+                get(&Api::namespaced(ctx.client.clone(), &ns), &name).await?;
+            let settings = Settings {
+                agent_image: desired::agent_image(
+                    group,
+                    running.as_ref().and_then(desired::running_agent_image),
+                    &ctx.settings.agent_image,
+                ),
+                ..ctx.settings.clone()
+            };
+            let d = desired(group, &settings);
             apply(ctx, &ns, d.config_map).await?;
             apply(ctx, &ns, d.service).await?;
             apply(ctx, &ns, d.network_policy).await?;
@@ -100,7 +110,10 @@ async fn reconcile_inner(group: &C19Group, ctx: &Context) -> Result<Action, Reco
                 }
             }
             let deployment = apply(ctx, &ns, d.deployment).await?;
-            facts(group, Some(&deployment), None)
+            Facts {
+                agent_image: Some(settings.agent_image),
+                ..facts(group, Some(&deployment), None)
+            }
         }
     };
     update_status(group, ctx, &ns, &facts).await?;
@@ -116,6 +129,9 @@ fn facts(group: &C19Group, deployment: Option<&Deployment>, invalid: Option<Stri
         ready_replicas: status.and_then(|s| s.ready_replicas).unwrap_or(0),
         selector: selector_string(&group.name_any()),
         rollout: deployment.and_then(super::rollout::in_progress),
+        agent_image: deployment
+            .and_then(desired::running_agent_image)
+            .map(String::from),
         invalid,
     }
 }
