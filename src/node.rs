@@ -1,6 +1,6 @@
 //! What the app API, the peer API and the gossip loops of one agent share.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::connection::client::{PeerClient, Traffic};
@@ -22,6 +22,9 @@ pub struct GossipMetrics {
     /// Records received while copying a member's state at start.
     pub warmup_records: Counter,
     pub prestop_flushes: Counter,
+    /// Resyncs after a cut-off longer than the tombstone lifetime, and the records they forgot.
+    pub resyncs: Counter,
+    pub records_forgotten: Counter,
     pub records_purged: Counter,
     pub traffic: Traffic,
     /// Body bytes of the syncs this agent started, both ways: what anti-entropy costs next to
@@ -62,6 +65,13 @@ pub struct Node {
     warmup: Mutex<Warmup>,
     /// Set at shutdown: the agent stops reporting ready.
     stopping: AtomicBool,
+    /// When a peer last pushed to, synced with, or answered this agent (ms).
+    last_contact: AtomicU64,
+    /// Since when (ms) this agent's state has followed its group without a gap; 0 until warm.
+    member_since: AtomicU64,
+    /// While resynchronising after a long cut-off: the last contact before it (see
+    /// [`resync`](crate::connection::resync)).
+    resync: Mutex<Option<u64>>,
     /// Set by the gossip loop: the state has changed only slowly over the last rounds.
     calm: AtomicBool,
 }
@@ -77,6 +87,9 @@ impl Node {
             settings,
             warmup: Mutex::new(Warmup::default()),
             stopping: AtomicBool::new(false),
+            last_contact: AtomicU64::new(crate::state::now_ms()),
+            member_since: AtomicU64::new(0),
+            resync: Mutex::new(None),
             calm: AtomicBool::new(true),
         }
     }
@@ -98,9 +111,57 @@ impl Node {
         self.store.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Ready: warm (holding the group's state as of its start) and not shutting down.
+    /// Ready: warm (holding the group's state as of its start), not resynchronising after a long
+    /// cut-off, and not shutting down.
     pub fn is_ready(&self) -> bool {
-        !self.stopping.load(Ordering::Relaxed) && self.warmup().is_warm()
+        !self.stopping.load(Ordering::Relaxed) && self.warmup().is_warm() && !self.resyncing()
+    }
+
+    /// A peer pushed to, synced with or answered this agent. Contact after a silence longer than
+    /// the tombstone lifetime starts a resync first.
+    pub fn note_peer_contact(&self) {
+        let now = crate::state::now_ms();
+        self.check_cut_off(now);
+        self.last_contact.store(now, Ordering::Relaxed);
+    }
+
+    /// Starts a resync when this agent has heard from no peer for longer than the tombstone
+    /// lifetime (an agent without peers is cut off from nobody: its clock of contact runs on).
+    pub fn check_cut_off(&self, now: u64) {
+        let last = self.last_contact.load(Ordering::Relaxed);
+        let lifetime = self.read().config().tombstone_lifetime;
+        let has_peers = !self.peers.is_empty();
+        if !has_peers {
+            self.last_contact.store(now, Ordering::Relaxed);
+        } else if crate::connection::resync::cut_off(last, now, lifetime, has_peers) {
+            let mut resync = self.resync.lock().unwrap_or_else(|e| e.into_inner());
+            if resync.is_none() {
+                tracing::warn!(
+                    silent_ms = now - last,
+                    lifetime_ms = lifetime,
+                    "no peer heard for longer than the tombstone lifetime: resynchronising"
+                );
+                *resync = Some(last);
+            }
+        }
+    }
+
+    pub fn resyncing(&self) -> bool {
+        self.resync_horizon().is_some()
+    }
+
+    pub fn resync_horizon(&self) -> Option<u64> {
+        *self.resync.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends a resync; `since` is the peer's when its state replaced this agent's view.
+    pub fn finish_resync(&self, since: Option<u64>) {
+        if let Some(since) = since {
+            self.member_since.store(since, Ordering::Relaxed);
+        }
+        *self.resync.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.last_contact
+            .store(crate::state::now_ms(), Ordering::Relaxed);
     }
 
     /// Stops reporting ready, at shutdown.
@@ -112,7 +173,15 @@ impl Node {
         self.warmup.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn set_warm(&self, how: Warmed) {
+    /// Since when this agent's state has followed its group without a gap, once warm.
+    pub fn member_since(&self) -> Option<u64> {
+        Some(self.member_since.load(Ordering::Relaxed)).filter(|t| *t > 0)
+    }
+
+    /// Ends the warm-up. `since`: since when the state it holds has followed the group (the
+    /// copied peer's, or its own start when it had none to copy).
+    pub fn set_warm(&self, how: Warmed, since: u64) {
+        self.member_since.store(since, Ordering::Relaxed);
         let mut w = self.warmup();
         w.took = Some(w.started.elapsed());
         w.phase = Phase::Warm(how);

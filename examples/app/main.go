@@ -13,6 +13,9 @@
 // Endpoints on :8080 (PORT):
 //
 //	GET /hello/<name>  greets <name> and names the previous visitor, whichever pod greeted them
+//	PUT /kv/<key>      stores the request body (JSON) as the key's value: 204 once the agent
+//	                   has applied it, which is what an app's own handlers would answer
+//	GET /kv/<key>      the key's value as this pod's agent holds it, or 404
 //	GET /healthz       200 while the process runs
 package main
 
@@ -126,6 +129,41 @@ func hello(pod string) http.HandlerFunc {
 	}
 }
 
+// kv reads and writes single keys through the agent, as an app's handlers would.
+func kv(w http.ResponseWriter, r *http.Request) {
+	key := strings.TrimPrefix(r.URL.Path, "/kv/")
+	if key == "" {
+		http.Error(w, "usage: /kv/<key>", http.StatusBadRequest)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		e, err := get(key)
+		switch {
+		case errors.Is(err, errMissing):
+			http.Error(w, "missing", http.StatusNotFound)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusBadGateway)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(e.Value)
+		}
+	case http.MethodPut:
+		var value json.RawMessage
+		if err := json.NewDecoder(r.Body).Decode(&value); err != nil {
+			http.Error(w, "the body must be JSON: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if err := put(map[string]any{key: value}); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		http.Error(w, "GET or PUT", http.StatusMethodNotAllowed)
+	}
+}
+
 func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
 	pod, _ := os.Hostname()
@@ -141,6 +179,7 @@ func main() {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/hello/", hello(pod))
+	mux.HandleFunc("/kv/", kv)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	addr := ":" + envOr("PORT", "8080")
 	log.Info("serving", "addr", addr)

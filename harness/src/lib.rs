@@ -7,7 +7,11 @@
 //! that needs a cluster. The binaries come from `scripts/k8s-binaries` (Go modules, cached), the
 //! packages from `scripts/install-deps` (Debian) and the images from `scripts/images` (OCI
 //! layouts built without a registry): a test is only as real as what it runs.
+//!
+//! [`checker`] is the history checker of the fault suite and of the e2e lifecycle scenarios:
+//! what a history of acknowledged writes says every agent must hold.
 
+pub mod checker;
 pub mod cluster;
 pub mod cmd;
 pub mod netns;

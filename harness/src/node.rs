@@ -325,3 +325,14 @@ pub fn kill(container_id: &str, signal: &str) {
         .args(["--address", CONTAINERD_SOCKET, "--namespace", CRI_NAMESPACE])
         .args(["tasks", "kill", "--signal", signal, &id]));
 }
+
+/// Gives an imported image a second name, as pushing a new tag of the same build would.
+pub fn tag_image(source: &str, target: &str) {
+    let _ = ctr(&["images", "rm", target]);
+    let out = ctr(&["images", "tag", source, target]);
+    assert!(
+        out.status.success(),
+        "ctr images tag: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -28,6 +28,10 @@ pub struct DigestReport {
     /// The agent's own version (c19's package version); absent from C19 0.1 agents.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Since when (ms) this agent's state has followed its group without a gap: it has seen every
+    /// delete made since then. A resync forgets records only on the word of such a peer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
 }
 
 /// The operator's peer feed.
@@ -57,6 +61,16 @@ pub async fn handle(node: Arc<Node>, req: Request) -> Response {
 fn handle_authorized(node: &Node, req: Request) -> Response {
     let traffic = &node.metrics.traffic;
     traffic.received.add(req.body.len() as u64);
+    // Pushes and syncs come from peers (the operator's probes and feeds do not count): contact
+    // after a long silence starts a resync, during which this agent offers nothing it holds.
+    let from_peer =
+        req.method == Method::PUT && req.path == "/" || req.path.starts_with("/c19/sync");
+    if from_peer {
+        node.note_peer_contact();
+        if node.resyncing() && req.path.starts_with("/c19/sync") {
+            return http::error(StatusCode::CONFLICT, sync::BUSY);
+        }
+    }
     let mut response = match (&req.method, req.path.as_str()) {
         (&Method::GET, "/") => http::json(StatusCode::OK, node.read().dump(now_ms(), true)),
         (&Method::PUT, "/") => {
@@ -145,6 +159,7 @@ fn version(node: &Node, version: &str) -> Response {
 pub fn digest_report(node: &Node) -> DigestReport {
     DigestReport {
         agent: Some(env!("CARGO_PKG_VERSION").to_string()),
+        since: node.member_since(),
         ..DigestReport::of(&node.read(), now_ms(), node.peers.len())
     }
 }
@@ -163,6 +178,7 @@ impl DigestReport {
                 .unwrap_or_default(),
             peers,
             agent: None,
+            since: None,
         }
     }
 }
@@ -363,6 +379,21 @@ fn metrics(node: &Node) -> String {
             "Pushes of everything unpushed on the preStop hook (pod terminating).",
             m.prestop_flushes.get(),
         )
+        .counter(
+            "c19_resyncs_total",
+            "Resyncs after hearing from no peer for longer than the tombstone lifetime.",
+            m.resyncs.get(),
+        )
+        .counter(
+            "c19_records_forgotten_total",
+            "Records forgotten by resyncs: held from before a long cut-off, gone at the peers.",
+            m.records_forgotten.get(),
+        )
+        .gauge(
+            "c19_resyncing",
+            "1 while the agent resynchronises after a long cut-off (it is not ready meanwhile).",
+            f64::from(u8::from(node.resyncing())),
+        )
         .gauge(
             "c19_warm",
             "1 once the agent holds its group's state as of its start (or gave up waiting).",
@@ -375,7 +406,7 @@ fn metrics(node: &Node) -> String {
         )
         .counter(
             "c19_warmup_records_total",
-            "Records received while copying a member's state at start.",
+            "Records received while copying a member's whole state (at start, and in resyncs).",
             m.warmup_records.get(),
         )
         .gauge(

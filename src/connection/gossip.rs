@@ -43,10 +43,14 @@ pub async fn run(node: Arc<Node>, config: GossipConfig, stop: CancellationToken)
     );
     pull.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut recent = Recent::default();
+    let mut resync: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = push.tick() => {
+                if cut_off(&node, &mut resync) {
+                    continue;
+                }
                 push_round(&node, config.r0, &mut rng);
                 let (quiet_since, changes) = {
                     let store = node.read();
@@ -67,10 +71,32 @@ pub async fn run(node: Arc<Node>, config: GossipConfig, stop: CancellationToken)
                     sync_round(&node, 1, SyncMode::Calm, &mut rng);
                 }
             }
-            _ = pull.tick() => sync_round(&node, config.r0, SyncMode::Forced, &mut rng),
+            _ = pull.tick() => {
+                if !cut_off(&node, &mut resync) {
+                    sync_round(&node, config.r0, SyncMode::Forced, &mut rng);
+                }
+            }
         }
     }
+    if let Some(task) = resync {
+        task.abort();
+    }
     flush(&node, config.r0, &mut rng).await;
+}
+
+/// Whether this agent is resynchronising after a cut-off longer than the tombstone lifetime
+/// (see [`resync`](super::resync)); starts the resync when it is and none runs. While it runs,
+/// the agent pushes and syncs nothing: what it holds from before the cut-off may have been
+/// deleted and forgotten by its group.
+fn cut_off(node: &Arc<Node>, task: &mut Option<tokio::task::JoinHandle<()>>) -> bool {
+    node.check_cut_off(now_ms());
+    if !node.resyncing() {
+        return false;
+    }
+    if task.as_ref().is_none_or(|t| t.is_finished()) {
+        *task = Some(tokio::spawn(super::resync::run(node.clone())));
+    }
+    true
 }
 
 /// The first tick of a periodic task, between half and one and a half `interval` from now.
@@ -225,6 +251,7 @@ async fn push_to(node: &Node, peer: &str, bodies: &[Bytes], share: &Share) -> De
             .report(peer, result.is_ok(), node.client.suspect_for());
         match result {
             Ok(reply) => {
+                node.note_peer_contact();
                 if let Some(id) = reply.agent {
                     node.peers.learn(peer, id);
                 }
@@ -250,6 +277,9 @@ fn sync_round(node: &Arc<Node>, n: usize, mode: SyncMode, rng: &mut fastrand::Rn
             let outcome = sync_with(&node, &peer, mode).await;
             node.peers
                 .report(&peer, outcome.is_ok(), node.client.suspect_for());
+            if outcome.is_ok() {
+                node.note_peer_contact();
+            }
             match outcome {
                 Ok(Outcome::Equal) => node.metrics.syncs_equal.inc(),
                 Ok(Outcome::Busy) => {}

@@ -6,5 +6,6 @@ pub mod fingerprints;
 pub mod gossip;
 pub mod peer_provider;
 pub mod peers;
+pub mod resync;
 pub mod sync;
 pub mod warmup;

@@ -12,6 +12,7 @@
 //! list arrives, or no member answers, for `warmup_timeout`, the agent reports ready with what it
 //! holds, and says so in `/readyz`, a warning and `c19_warmup_timed_out`.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,17 +165,19 @@ pub enum WarmupError {
 /// Runs the warm-up until the agent is warm or `stop` fires.
 pub async fn run(node: Arc<Node>, timeout: Duration, stop: CancellationToken) {
     let mut rng = fastrand::Rng::new();
+    let started = crate::state::now_ms();
     loop {
         let (fed, peers) = (node.peers.fed(), node.peers.list());
         let elapsed = node.warmup().started.elapsed();
         match next_step(fed, peers.len(), elapsed, timeout) {
             Step::Alone => {
-                node.set_warm(Warmed::Alone);
+                node.set_warm(Warmed::Alone, started);
                 tracing::info!("warm: no other member to copy from");
                 return;
             }
             Step::GiveUp => {
-                node.set_warm(Warmed::TimedOut);
+                // It cannot tell what it missed: its view starts now.
+                node.set_warm(Warmed::TimedOut, crate::state::now_ms());
                 tracing::warn!(
                     timeout_ms = timeout.as_millis() as u64,
                     peers = peers.len(),
@@ -188,11 +191,12 @@ pub async fn run(node: Arc<Node>, timeout: Duration, stop: CancellationToken) {
                 rng.shuffle(&mut order);
                 let mut refused = 0;
                 for peer in &order {
-                    match copy_from(&node, peer).await {
-                        Ok(records) => {
+                    match copy_from(&node, peer, None).await {
+                        Ok(Copied { records, since }) => {
                             tracing::info!(%peer, records, "warm: copied the group's state");
                             let peer = peer.clone();
-                            node.set_warm(Warmed::Copied { peer, records });
+                            let since = since.unwrap_or_else(crate::state::now_ms);
+                            node.set_warm(Warmed::Copied { peer, records }, since);
                             return;
                         }
                         Err(WarmupError::Client(ClientError::Refused { .. })) => refused += 1,
@@ -205,7 +209,7 @@ pub async fn run(node: Arc<Node>, timeout: Duration, stop: CancellationToken) {
                     }
                 }
                 if refused == order.len() {
-                    node.set_warm(Warmed::NoneRunning);
+                    node.set_warm(Warmed::NoneRunning, started);
                     tracing::info!(peers = refused, "warm: no other member runs yet");
                     return;
                 }
@@ -218,9 +222,22 @@ pub async fn run(node: Arc<Node>, timeout: Duration, stop: CancellationToken) {
     }
 }
 
+/// What a copy brought.
+#[derive(Debug, Clone, Copy)]
+pub struct Copied {
+    pub records: usize,
+    /// The peer's `since` (see [`DigestReport`]); `None` from agents that do not report it.
+    pub since: Option<u64>,
+}
+
 /// Copies the whole state of `peer` (deletes included), bucket by bucket, and returns how many
 /// records it received. A member without `/c19/sync/bucket` (C19 0.1) gives its full dump.
-async fn copy_from(node: &Node, peer: &str) -> Result<usize, WarmupError> {
+/// With `seen`, collects the keys received (a resync) instead of showing the warm-up's progress.
+pub async fn copy_from(
+    node: &Node,
+    peer: &str,
+    mut seen: Option<&mut HashSet<Box<str>>>,
+) -> Result<Copied, WarmupError> {
     let protocol = |message: String| WarmupError::Protocol {
         peer: peer.to_string(),
         message,
@@ -241,8 +258,12 @@ async fn copy_from(node: &Node, peer: &str) -> Result<usize, WarmupError> {
                 .await?;
             let (records, _) = apply_counted(node, &dump.body, Spread::Quiet, &Share::default())
                 .map_err(|e| protocol(e.to_string()))?;
+            collect_keys(&dump.body, seen.as_deref_mut()).map_err(protocol)?;
             node.metrics.warmup_records.add(records as u64);
-            return Ok(records);
+            return Ok(Copied {
+                records,
+                since: None,
+            });
         }
         other => other?,
     };
@@ -251,7 +272,9 @@ async fn copy_from(node: &Node, peer: &str) -> Result<usize, WarmupError> {
     let buckets = buckets_for(report.keys + report.tombstones);
     let mut received = 0;
     for bucket in 0..buckets {
-        node.set_copying(peer, bucket, buckets, received);
+        if seen.is_none() {
+            node.set_copying(peer, bucket, buckets, received);
+        }
         let request = serde_json::to_vec(&BucketRequest {
             bucket,
             count: buckets,
@@ -269,11 +292,26 @@ async fn copy_from(node: &Node, peer: &str) -> Result<usize, WarmupError> {
             .await?;
         let (records, _) = apply_counted(node, &reply.body, Spread::Quiet, &Share::default())
             .map_err(|e| protocol(e.to_string()))?;
+        collect_keys(&reply.body, seen.as_deref_mut()).map_err(protocol)?;
         received += records;
         node.metrics.warmup_records.add(records as u64);
     }
-    node.set_copying(peer, buckets, buckets, received);
-    Ok(received)
+    if seen.is_none() {
+        node.set_copying(peer, buckets, buckets, received);
+    }
+    Ok(Copied {
+        records: received,
+        since: report.since,
+    })
+}
+
+/// Adds the keys of a body map to `seen`, if given.
+fn collect_keys(body: &[u8], seen: Option<&mut HashSet<Box<str>>>) -> Result<(), String> {
+    let Some(seen) = seen else { return Ok(()) };
+    let map: HashMap<Box<str>, serde::de::IgnoredAny> =
+        serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    seen.extend(map.into_keys());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -368,6 +368,7 @@ mod tests {
             version: String::new(),
             peers,
             agent: Some("0.1.0".into()),
+            since: None,
         })
     }
 

@@ -237,6 +237,31 @@ impl Store {
         }
     }
 
+    /// Keys whose record was written before `ts` (ms since the epoch).
+    pub fn keys_written_before(&self, ts: u64) -> Vec<Box<str>> {
+        self.entries
+            .iter()
+            .filter(|(_, s)| s.record.ts < ts)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Forgets records outright, leaving no tombstone: for an agent back from a cut-off longer
+    /// than the tombstone lifetime, whose peers no longer remember what they deleted (see
+    /// `connection::resync`). Returns how many it held.
+    pub fn forget<'a>(&mut self, keys: impl IntoIterator<Item = &'a str>) -> usize {
+        let mut forgotten = 0;
+        for key in keys {
+            if let Some(slot) = self.entries.remove(key) {
+                self.account(key, &slot, false);
+                forgotten += 1;
+            }
+            self.changed.remove(key);
+            self.forwarded.remove(key);
+        }
+        forgotten
+    }
+
     /// Forgets deletes and expired values whose lifetime has passed. Returns how many.
     pub fn purge(&mut self, now: u64) -> usize {
         let lifetime = self.config.tombstone_lifetime;

@@ -9,8 +9,10 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod lifecycle;
 mod pods;
 mod scenarios;
+mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

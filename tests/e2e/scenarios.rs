@@ -12,12 +12,13 @@ use serde_json::Value;
 use c19_harness::{Cluster, eventually, node};
 
 use crate::common::request;
+use crate::lifecycle;
 use crate::pods::{self, Pod, app_api, peers_of, slice_endpoints, value_at};
 
-const T: Duration = Duration::from_secs(120);
-const OPERATOR_NS: &str = "c19-system";
+pub(crate) const T: Duration = Duration::from_secs(120);
+pub(crate) const OPERATOR_NS: &str = "c19-system";
 /// The ServiceAccount, Deployment and Lease of the chart installed as release `c19`.
-const OPERATOR: &str = "c19-c19-operator";
+pub(crate) const OPERATOR: &str = "c19-c19-operator";
 const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=c19-operator";
 
 pub type Scenario = fn(&Ctx);
@@ -72,6 +73,22 @@ pub const ALL: &[(&str, Scenario)] = &[
         leader_election_keeps_one_active_replica,
     ),
     (
+        "a_rollout_from_an_agent_setting_serves_warm_and_loses_nothing",
+        lifecycle::a_rollout_from_an_agent_setting_serves_warm_and_loses_nothing,
+    ),
+    (
+        "a_rollout_from_an_image_change_serves_warm_and_loses_nothing",
+        lifecycle::a_rollout_from_an_image_change_serves_warm_and_loses_nothing,
+    ),
+    (
+        "an_operator_upgrade_restarts_no_group_pod",
+        lifecycle::an_operator_upgrade_restarts_no_group_pod,
+    ),
+    (
+        "a_terminating_pod_pushes_its_writes_before_its_app_exits",
+        lifecycle::a_terminating_pod_pushes_its_writes_before_its_app_exits,
+    ),
+    (
         "deleting_the_group_collects_everything",
         deleting_the_group_collects_everything,
     ),
@@ -84,12 +101,12 @@ pub struct Ctx {
 
 /// One pod of the operator's Deployment.
 #[derive(Debug, Clone)]
-struct OperatorPod {
-    name: String,
-    ip: String,
-    ready: bool,
-    restarts: u64,
-    container: String,
+pub(crate) struct OperatorPod {
+    pub name: String,
+    pub ip: String,
+    pub ready: bool,
+    pub restarts: u64,
+    pub container: String,
 }
 
 impl Ctx {
@@ -134,7 +151,7 @@ impl Ctx {
         )
     }
 
-    fn operator_pods(&self) -> Vec<OperatorPod> {
+    pub(crate) fn operator_pods(&self) -> Vec<OperatorPod> {
         let list = self
             .cluster
             .json(&["get", "pods", "-n", OPERATOR_NS, "-l", OPERATOR_SELECTOR]);
@@ -159,24 +176,24 @@ impl Ctx {
     }
 
     /// The one operator pod, once it is ready.
-    fn operator(&self) -> OperatorPod {
+    pub(crate) fn operator(&self) -> OperatorPod {
         eventually("one ready operator pod", T, || {
             let pods = self.operator_pods();
             (pods.len() == 1 && pods[0].ready).then(|| pods[0].clone())
         })
     }
 
-    fn operator_metrics(&self, pod: &OperatorPod) -> String {
+    pub(crate) fn operator_metrics(&self, pod: &OperatorPod) -> String {
         request(&format!("{}:8080", pod.ip), "GET", "/metrics", None, &[]).1
     }
 
-    fn group_status(&self) -> Value {
+    pub(crate) fn group_status(&self) -> Value {
         self.cluster.json(&["get", "c19g", "demo"])["status"].clone()
     }
 
     /// Waits until the group runs exactly `n` Ready pods, all from the Deployment's current
     /// template, and returns them.
-    fn ready_pods(&self, n: usize) -> Vec<Pod> {
+    pub(crate) fn ready_pods(&self, n: usize) -> Vec<Pod> {
         eventually(
             &format!("{n} ready pods on the current template"),
             T,
@@ -192,7 +209,7 @@ impl Ctx {
         )
     }
 
-    fn wait_converged(&self) {
+    pub(crate) fn wait_converged(&self) {
         self.cluster.kubectl(&[
             "wait",
             "--for=condition=Converged",
@@ -203,7 +220,7 @@ impl Ctx {
 }
 
 /// Every agent lists every other member, and only them.
-fn wait_for_full_peer_lists(pods: &[Pod], token: &str) {
+pub(crate) fn wait_for_full_peer_lists(pods: &[Pod], token: &str) {
     for p in pods {
         let mut want: Vec<String> = pods
             .iter()
@@ -217,7 +234,7 @@ fn wait_for_full_peer_lists(pods: &[Pod], token: &str) {
     }
 }
 
-fn group_yaml(replicas: u32, push_ms: u32) -> String {
+pub(crate) fn group_yaml(replicas: u32, push_ms: u32) -> String {
     format!(
         r#"apiVersion: c19.dev/v1alpha1
 kind: C19Group
@@ -241,7 +258,7 @@ spec:
     )
 }
 
-fn helm(c: &Cluster, args: &[&str]) -> String {
+pub(crate) fn helm(c: &Cluster, args: &[&str]) -> String {
     let out = Command::new(c.bins.join("helm"))
         .args(args)
         .env("KUBECONFIG", &c.kubeconfig)
@@ -706,7 +723,7 @@ fn conflicting_writes_to_owned_objects_are_restored(ctx: &Ctx) {
     ctx.wait_converged();
 }
 
-fn rollout(c: &Cluster) {
+pub(crate) fn rollout(c: &Cluster) {
     c.kubectl(&["rollout", "status", "deployment/demo", "--timeout=180s"]);
 }
 

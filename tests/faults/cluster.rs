@@ -71,6 +71,11 @@ pub struct Cluster {
 impl Cluster {
     /// Each test its own `net`, so a test never meets the sockets of the one before.
     pub fn start(name: &str, net: u8, n: usize) -> Cluster {
+        Cluster::start_with(name, net, n, "")
+    }
+
+    /// [`start`](Cluster::start) with a `state:` section for every agent (YAML, indented by 4).
+    pub fn start_with(name: &str, net: u8, n: usize, state: &str) -> Cluster {
         let dir = TempDir::new(name);
         let ip = |i: usize| format!("127.{net}.0.{}", i + 1);
         let links: Vec<Vec<Option<LinkProxy>>> = (0..n)
@@ -93,8 +98,13 @@ impl Cluster {
                     .flatten()
                     .map(|p| format!("\"{}\"", p.listen))
                     .collect();
+                let state = if state.is_empty() {
+                    String::new()
+                } else {
+                    format!("  state:\n{state}")
+                };
                 let config = format!(
-                    "version: 0.1\nspec:\n  agent:\n    bind: {ip}\n  connection:\n    bind: {ip}\n    push_interval: {PUSH_MS}\n    pull_interval: {PULL_MS}\n    timeout: {TIMEOUT_MS}\n    peer_provider:\n      kind: Static\n      peers: [{}]\n",
+                    "version: 0.1\nspec:\n  agent:\n    bind: {ip}\n{state}  connection:\n    bind: {ip}\n    push_interval: {PUSH_MS}\n    pull_interval: {PULL_MS}\n    timeout: {TIMEOUT_MS}\n    peer_provider:\n      kind: Static\n      peers: [{}]\n",
                     peers.join(", "),
                     ip = ip(i),
                 );

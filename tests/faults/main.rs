@@ -11,7 +11,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-mod checker;
 mod cluster;
 mod proxy;
 mod workload;
@@ -19,7 +18,7 @@ mod workload;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use checker::{Event, Kill, Op, Outcome, check};
+use c19_harness::checker::{self, Event, Kill, Op, Outcome, check};
 use cluster::{Cluster, Fault, PUSH_MS, TIMEOUT_MS};
 use serde_json::json;
 use workload::{Probe, Workload, now_ms};
@@ -84,6 +83,86 @@ fn pushes_go_down_the_tree_between_agents_that_spell_each_other_differently() {
         std::thread::sleep(Duration::from_millis(3 * PUSH_MS));
         assert_eq!(pushes() - before, AGENTS as u64 - 1, "pushes of {key}");
     }
+}
+
+/// An agent cut off for longer than the tombstone lifetime still holds values its group
+/// deleted and has since forgotten. Back, it must not bring them back: it resynchronises,
+/// forgetting what its peers no longer hold from before its cut-off, and keeps what it was
+/// written during it.
+#[test]
+fn an_agent_cut_off_past_the_tombstone_lifetime_brings_no_delete_back() {
+    let _serial = serial();
+    const LIFETIME_MS: u64 = 1500;
+    let cluster = Cluster::start_with(
+        "faults-resurrection",
+        46,
+        3,
+        &format!("    tombstone_lifetime: {LIFETIME_MS}\n    purge_interval: 200\n"),
+    );
+    let body: Vec<String> = (0..20)
+        .map(|i| format!("\"k{i}\": {{\"value\": {i}}}"))
+        .collect();
+    let (status, _) = common::put(&cluster.apps[0], "/", &format!("{{{}}}", body.join(",")));
+    assert_eq!(status, 204);
+    cluster
+        .settle(Duration::from_secs(10))
+        .expect("all hold k0..k19");
+
+    let cut = Fault::Isolate(2);
+    cluster.apply(&cut);
+    for i in 0..10 {
+        let (status, _) = common::request(&cluster.apps[0], "DELETE", &format!("/k{i}"), None, &[]);
+        assert_eq!(status, 204);
+    }
+    // Written to the cut-off agent during the cut-off: newer than its last contact, kept.
+    assert_eq!(
+        common::put(&cluster.apps[2], "/", r#"{"during": {"value": 1}}"#).0,
+        204
+    );
+    // The group forgets its tombstones; the cut-off agent notices its silence and stops
+    // offering what it holds (not ready while it resynchronises).
+    common::wait_for(Duration::from_secs(10), || {
+        let (_, d) = common::get(&cluster.apps[0].replace(":3097", ":4097"), "/c19/digest");
+        d.contains("\"tombstones\":0")
+    })
+    .expect("the tombstones are purged");
+    let peer2 = cluster.apps[2].replace(":3097", ":4097");
+    common::wait_for(Duration::from_secs(5), || {
+        common::get(&peer2, "/readyz").0 == 503
+    })
+    .expect("the cut-off agent turns unready");
+    assert_eq!(
+        common::get(&cluster.apps[2], "/k0").0,
+        200,
+        "it still holds k0"
+    );
+
+    cluster.lift(&cut);
+    common::wait_for(Duration::from_secs(10), || {
+        common::get(&peer2, "/readyz").0 == 200
+    })
+    .expect("resynchronised and ready again");
+    cluster
+        .settle(Duration::from_secs(10))
+        .expect("all equal again");
+    for agent in 0..3 {
+        for i in 0..20 {
+            let (status, _) = common::get(&cluster.apps[agent], &format!("/k{i}"));
+            let want = if i < 10 { 404 } else { 200 };
+            assert_eq!(status, want, "k{i} at agent {agent}");
+        }
+        assert_eq!(
+            common::get(&cluster.apps[agent], "/during").0,
+            200,
+            "agent {agent}"
+        );
+    }
+    let (_, metrics) = common::get(&peer2, "/metrics");
+    assert!(metrics.contains("c19_resyncs_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("c19_records_forgotten_total 10"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::checker::{Event, Op, Outcome};
 use crate::cluster::Cluster;
 use crate::common::{get, request};
+use c19_harness::checker::{Event, Op, Outcome};
 
 /// Hot keys every writer overwrites.
 pub const REGISTERS: usize = 3;
