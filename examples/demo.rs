@@ -31,7 +31,6 @@ fn main() -> ExitCode {
     );
     let options = Options {
         images: node::built_images(project).unwrap(),
-        cluster_dns: None,
     };
     let cluster = Cluster::start(&netns::bin_dir().unwrap(), &dir, &options);
     println!("node Ready in {:.1} s", started.elapsed().as_secs_f64());

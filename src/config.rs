@@ -151,8 +151,16 @@ pub enum PeerProviderConfig {
         #[serde(default = "default_dns_interval")]
         interval: u64,
     },
-    /// Peers are set by the c19 operator through `PUT /c19/peers` on the peer port.
-    Operator {},
+    /// Peers are set by the c19 operator through `PUT /c19/peers` on the peer port. With `dns`
+    /// (the group's headless Service), an agent the operator is silent to finds its peers there:
+    /// `dns_after` ms after its start without a list, and after a silence of
+    /// [`OPERATOR_SILENCE_MS`] once fed, until the operator's lists arrive again.
+    Operator {
+        #[serde(default)]
+        dns: Option<String>,
+        #[serde(default = "default_dns_after")]
+        dns_after: u64,
+    },
 }
 
 impl Default for PeerProviderConfig {
@@ -238,6 +246,14 @@ fn default_peer_max_body() -> usize {
 fn default_namespace() -> String {
     "default".into()
 }
+fn default_dns_after() -> u64 {
+    5000
+}
+
+/// How long an agent fed by the operator goes without a peer list before it turns to DNS again:
+/// three of the operator's re-sends (every 30 s by default).
+pub const OPERATOR_SILENCE_MS: u64 = 90_000;
+
 fn default_dns_interval() -> u64 {
     5000
 }
@@ -450,7 +466,21 @@ mod tests {
         let c = parse("spec:\n  connection:\n    peer_provider: {kind: Operator}\n").unwrap();
         assert_eq!(
             c.spec.connection.peer_provider,
-            PeerProviderConfig::Operator {}
+            PeerProviderConfig::Operator {
+                dns: None,
+                dns_after: 5000
+            }
+        );
+        let c = parse(
+            "spec:\n  connection:\n    peer_provider: {kind: Operator, dns: web-c19.shop.svc, dns_after: 2000}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.spec.connection.peer_provider,
+            PeerProviderConfig::Operator {
+                dns: Some("web-c19.shop.svc".into()),
+                dns_after: 2000
+            }
         );
     }
 

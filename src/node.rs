@@ -69,6 +69,8 @@ pub struct Node {
     last_contact: AtomicU64,
     /// Since when (ms) this agent's state has followed its group without a gap; 0 until warm.
     member_since: AtomicU64,
+    /// When the operator last sent a peer list (ms); 0 before the first.
+    operator_fed_at: AtomicU64,
     /// While resynchronising after a long cut-off: the last contact before it (see
     /// [`resync`](crate::connection::resync)).
     resync: Mutex<Option<u64>>,
@@ -89,6 +91,7 @@ impl Node {
             stopping: AtomicBool::new(false),
             last_contact: AtomicU64::new(crate::state::now_ms()),
             member_since: AtomicU64::new(0),
+            operator_fed_at: AtomicU64::new(0),
             resync: Mutex::new(None),
             calm: AtomicBool::new(true),
         }
@@ -171,6 +174,16 @@ impl Node {
 
     pub fn warmup(&self) -> MutexGuard<'_, Warmup> {
         self.warmup.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the operator last sent a peer list, if it has.
+    pub fn operator_fed_at(&self) -> Option<u64> {
+        Some(self.operator_fed_at.load(Ordering::Relaxed)).filter(|t| *t > 0)
+    }
+
+    pub fn note_operator_feed(&self) {
+        self.operator_fed_at
+            .store(crate::state::now_ms(), Ordering::Relaxed);
     }
 
     /// Since when this agent's state has followed its group without a gap, once warm.

@@ -102,7 +102,7 @@ pub async fn run_agent(
         token: token.clone(),
         operator_fed: matches!(
             spec.connection.peer_provider,
-            PeerProviderConfig::Operator {}
+            PeerProviderConfig::Operator { .. }
         ),
         target_port,
         quiet_ms: QUIET_ROUNDS * spec.connection.push_interval,

@@ -1,6 +1,6 @@
 //! A whole cluster in the namespace: etcd, kube-apiserver (token auth, Node and RBAC
-//! authorization, service-account keys), kube-controller-manager, kube-scheduler, containerd and
-//! the kubelet, with the images of `scripts/images` imported. Driven through `kubectl`, as users
+//! authorization, service-account keys), kube-controller-manager, kube-scheduler, CoreDNS,
+//! containerd and the kubelet, with the images of `scripts/images` imported. Driven through `kubectl`, as users
 //! drive theirs.
 
 use std::path::{Path, PathBuf};
@@ -19,8 +19,6 @@ const NODE_TOKEN: &str = "c19-harness-node-token";
 pub struct Options {
     /// Image layouts to import into the node's containerd (the pause image among them).
     pub images: Vec<PathBuf>,
-    /// The kubelet's `clusterDNS`, for a cluster that runs a DNS server.
-    pub cluster_dns: Option<String>,
 }
 
 /// A running component and what it takes to start it again.
@@ -188,21 +186,27 @@ impl Cluster {
                 "--v=0",
             ],
         );
+        // The cluster DNS (CoreDNS's kubernetes plugin) on the node's address, port 53: the
+        // kubelet points every pod's resolv.conf at it.
+        let corefile = dir.join("Corefile");
+        std::fs::write(
+            &corefile,
+            format!(
+                ".:53 {{\n  bind {NODE_IP}\n  errors\n  kubernetes cluster.local in-addr.arpa ip6.arpa {{\n    kubeconfig {kc} c19\n    fallthrough in-addr.arpa ip6.arpa\n  }}\n}}\n"
+            ),
+        )
+        .unwrap();
+        c.spawn("coredns", &["-conf", &corefile.display().to_string()]);
         c.spawn_from("containerd", "containerd", &node::containerd_args(dir));
         node::wait_for_containerd();
         node::import_images(&options.images);
         node::create_cgroups(&netns::cgroup_root());
         c.spawn(
             "kubelet",
-            &node::kubelet_args(
-                dir,
-                &node_kubeconfig,
-                &netns::cgroup_root(),
-                options.cluster_dns.as_deref(),
-            )
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
+            &node::kubelet_args(dir, &node_kubeconfig, &netns::cgroup_root(), NODE_IP)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
         );
         eventually("the node to be Ready", Duration::from_secs(120), || {
             let out = c.kubectl_output(&[

@@ -162,9 +162,8 @@ fn cni_config(dir: &Path) -> String {
     .to_string()
 }
 
-fn kubelet_config(dir: &Path, cgroup_root: &str, cluster_dns: Option<&str>) -> String {
+fn kubelet_config(dir: &Path, cgroup_root: &str, cluster_dns: &str) -> String {
     let d = dir.display();
-    let dns = cluster_dns.map_or(String::new(), |ip| format!("clusterDNS: [{ip}]\n"));
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -179,7 +178,8 @@ containerRuntimeEndpoint: unix://{CONTAINERD_SOCKET}
 podLogsDir: {d}/pod-logs
 resolvConf: ""
 clusterDomain: cluster.local
-{dns}# Images cannot be pulled back: never collect them.
+clusterDNS: [{cluster_dns}]
+# Images cannot be pulled back: never collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {{memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}}
@@ -267,7 +267,7 @@ pub fn kubelet_args(
     dir: &Path,
     kubeconfig: &Path,
     cgroup_root: &str,
-    cluster_dns: Option<&str>,
+    cluster_dns: &str,
 ) -> Vec<String> {
     let kdir = dir.join("kubelet");
     std::fs::create_dir_all(kdir.join("pki")).unwrap();

@@ -240,6 +240,7 @@ fn set_peers(node: &Node, body: &[u8]) -> Response {
         .collect::<Result<Vec<_>, _>>()
     {
         Ok(peers) => {
+            node.note_operator_feed();
             if node.peers.set(peers) {
                 tracing::info!(peers = node.peers.len(), "peer list set by the operator");
             }

@@ -196,7 +196,12 @@ fn owner(group: &C19Group) -> OwnerReference {
 pub fn desired(group: &C19Group, settings: &Settings) -> Desired {
     let name = group.name_any();
     let names = Names::of(&name);
-    let config = agent_config(&group.spec);
+    let service_dns = format!(
+        "{}.{}.svc",
+        names.service,
+        group.namespace().unwrap_or_default()
+    );
+    let config = agent_config(&group.spec, &service_dns);
     let config_map = ConfigMap {
         metadata: meta(group, &names.config_map),
         data: Some([(CONFIG_FILE.to_string(), config.clone())].into()),

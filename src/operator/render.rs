@@ -12,8 +12,9 @@ pub fn warmup_timeout(spec: &C19GroupSpec) -> u64 {
     spec.agent.connection.warmup_timeout.unwrap_or(300_000)
 }
 
-/// Renders the agent config of a group; defaults are C19 0.1's.
-pub fn agent_config(spec: &C19GroupSpec) -> String {
+/// Renders the agent config of a group; defaults are C19 0.1's. `service` is the DNS name of the
+/// group's headless Service, where agents find each other while the operator is silent.
+pub fn agent_config(spec: &C19GroupSpec, service: &str) -> String {
     let state = &spec.agent.state;
     let conn = &spec.agent.connection;
     let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
@@ -33,7 +34,7 @@ pub fn agent_config(spec: &C19GroupSpec) -> String {
         ));
     }
     out.push_str(&format!(
-        "  connection:\n    kind: Default\n    port: 4097\n    bind: 0.0.0.0\n    push_interval: {}\n    pull_interval: {}\n    r0: {}\n    timeout: {}\n    warmup_timeout: {}\n    token_file: {TOKEN_DIR}/token\n    peer_provider:\n      kind: Operator\n",
+        "  connection:\n    kind: Default\n    port: 4097\n    bind: 0.0.0.0\n    push_interval: {}\n    pull_interval: {}\n    r0: {}\n    timeout: {}\n    warmup_timeout: {}\n    token_file: {TOKEN_DIR}/token\n    peer_provider:\n      kind: Operator\n      dns: {service}\n",
         conn.push_interval.unwrap_or(1000),
         conn.pull_interval.unwrap_or(60_000),
         conn.r0.unwrap_or(3),
@@ -55,13 +56,16 @@ mod tests {
 
     #[test]
     fn the_rendered_config_is_a_valid_agent_config() {
-        let text = agent_config(&spec(json!({})));
+        let text = agent_config(&spec(json!({})), "web-c19.shop.svc");
         let c = Config::parse(&text, std::path::Path::new("rendered")).unwrap();
         assert_eq!(c.spec.agent.bind, "127.0.0.1");
         assert_eq!(c.spec.connection.push_interval, 1000);
         assert_eq!(
             c.spec.connection.peer_provider,
-            PeerProviderConfig::Operator {}
+            PeerProviderConfig::Operator {
+                dns: Some("web-c19.shop.svc".into()),
+                dns_after: 5000
+            }
         );
         assert_eq!(
             c.spec.connection.token_file.as_deref(),
@@ -72,10 +76,13 @@ mod tests {
 
     #[test]
     fn spec_settings_reach_the_config() {
-        let text = agent_config(&spec(json!({
-            "state": {"ttl": 5000, "purgeInterval": 100, "tombstoneLifetime": 9, "seed": {"configMap": "s", "key": "k"}},
-            "connection": {"pushInterval": 200, "pullInterval": 3000, "r0": 4, "timeout": 300, "warmupTimeout": 5000}
-        })));
+        let text = agent_config(
+            &spec(json!({
+                "state": {"ttl": 5000, "purgeInterval": 100, "tombstoneLifetime": 9, "seed": {"configMap": "s", "key": "k"}},
+                "connection": {"pushInterval": 200, "pullInterval": 3000, "r0": 4, "timeout": 300, "warmupTimeout": 5000}
+            })),
+            "web-c19.shop.svc",
+        );
         let c = Config::parse(&text, std::path::Path::new("rendered")).unwrap();
         assert_eq!(c.spec.state.ttl, Some(5000));
         assert_eq!(c.spec.state.purge_interval, 100);

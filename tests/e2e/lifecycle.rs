@@ -297,6 +297,67 @@ pub fn an_operator_upgrade_restarts_no_group_pod(ctx: &Ctx) {
     ctx.wait_converged();
 }
 
+/// Without the operator (its Deployment scaled to zero, as on a node that failed), new pods get
+/// no peer list: their agents find the group through its headless Service in the cluster DNS,
+/// copy its state and turn ready; the group scales and heals.
+pub fn a_group_scales_and_heals_while_the_operator_is_down(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    let token = pods::token(c, "demo");
+    let before = ctx.ready_pods(3);
+    let workload = Workload::start(c.kubeconfig.clone(), "demo", 2);
+    let scale_operator = |n: &str| {
+        c.kubectl(&[
+            "scale",
+            "deployment",
+            "-n",
+            OPERATOR_NS,
+            "c19-c19-operator",
+            &format!("--replicas={n}"),
+        ])
+    };
+    scale_operator("0");
+    eventually("the operator to be gone", T, || {
+        ctx.operator_pods().is_empty().then_some(())
+    });
+    // Scaled up behind the absent operator's back, then a member lost.
+    c.kubectl(&["scale", "deployment", "demo", "--replicas=4"]);
+    let grown = eventually("4 ready pods without the operator", T, || {
+        let p = pods::running(c, "demo");
+        (p.len() == 4 && p.iter().all(|p| p.ready)).then_some(p)
+    });
+    c.kubectl(&["delete", "pod", &before[0].name, "--wait=false"]);
+    let healed = eventually("4 ready pods again, the lost one replaced", T, || {
+        let p = pods::running(c, "demo");
+        (p.len() == 4 && p.iter().all(|p| p.ready && p.name != before[0].name)).then_some(p)
+    });
+    let old: Vec<&str> = before.iter().map(|p| p.name.as_str()).collect();
+    let newcomers: Vec<&Pod> = healed
+        .iter()
+        .filter(|p| !old.contains(&p.name.as_str()))
+        .collect();
+    assert_eq!(newcomers.len(), 2, "one added, one replacing: {grown:?}");
+    for p in &newcomers {
+        let (_, ready) = request(&format!("{}:4097", p.ip), "GET", "/readyz", None, &[]);
+        let ready: Value = serde_json::from_str(&ready).unwrap();
+        assert_eq!(ready["how"], "copied", "{}: {ready}", p.name);
+        let peers = crate::pods::peers_of(&p.ip, &token).unwrap_or_default();
+        assert!(
+            peers.len() >= 3,
+            "{} found its peers through DNS: {peers:?}",
+            p.name
+        );
+        let log = c.kubectl(&["logs", &p.name, "-c", "c19-agent"]);
+        assert!(log.contains("finding peers through DNS"), "{log}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let report = workload.stop();
+    // The operator returns and puts the group back to its spec (3 replicas).
+    scale_operator("1");
+    ctx.operator();
+    verify(ctx, "demo", &report, &[], 3);
+    ctx.wait_converged();
+}
+
 /// A group whose pods also run a container that ignores SIGTERM, so that a deleted pod stays
 /// terminating for its whole grace period, and agents that push only once a minute: writes
 /// acknowledged just before the deletion must leave the pod through the agent's preStop hook.

@@ -35,7 +35,6 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let options = Options {
         images: node::built_images(project).expect("checked outside"),
-        cluster_dns: None,
     };
     let cluster = Cluster::start(&bins, &dir, &options);
     println!(

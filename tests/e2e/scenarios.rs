@@ -85,6 +85,10 @@ pub const ALL: &[(&str, Scenario)] = &[
         lifecycle::an_operator_upgrade_restarts_no_group_pod,
     ),
     (
+        "a_group_scales_and_heals_while_the_operator_is_down",
+        lifecycle::a_group_scales_and_heals_while_the_operator_is_down,
+    ),
+    (
         "a_terminating_pod_pushes_its_writes_before_its_app_exits",
         lifecycle::a_terminating_pod_pushes_its_writes_before_its_app_exits,
     ),

@@ -66,7 +66,20 @@ pub async fn run(
             node.peers.set(peers);
             Ok(())
         }
-        PeerProviderConfig::Operator {} => Ok(()),
+        PeerProviderConfig::Operator { dns: None, .. } => Ok(()),
+        PeerProviderConfig::Operator {
+            dns: Some(name),
+            dns_after,
+        } => {
+            dns::fallback(
+                &name,
+                std::time::Duration::from_millis(dns_after),
+                &node,
+                stop,
+            )
+            .await;
+            Ok(())
+        }
         PeerProviderConfig::Dns { name, interval } => {
             dns::run(
                 &name,
