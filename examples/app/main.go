@@ -21,6 +21,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,7 +29,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -184,10 +187,27 @@ func main() {
 	addr := ":" + envOr("PORT", "8080")
 	log.Info("serving", "addr", addr)
 	server := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	if err := server.ListenAndServe(); err != nil {
+
+	// On SIGTERM (the pod is terminating): stop taking requests and finish those in flight. Their
+	// writes were acknowledged by the agent, which pushes them on at once (its preStop hook) and
+	// keeps running until this container has exited. Do not write after this point.
+	stop, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer cancel()
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		<-stop.Done()
+		log.Info("terminating: finishing requests in flight")
+		ctx, done := context.WithTimeout(context.Background(), 10*time.Second)
+		defer done()
+		server.Shutdown(ctx)
+	}()
+	if err := server.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
 		log.Error("serve", "err", err.Error())
 		os.Exit(1)
 	}
+	<-drained
+	log.Info("stopped")
 }
 
 func envOr(name, fallback string) string {

@@ -186,13 +186,13 @@ impl Cluster {
                 "--v=0",
             ],
         );
-        // The cluster DNS (CoreDNS's kubernetes plugin) on the node's address, port 53: the
-        // kubelet points every pod's resolv.conf at it.
+        // The cluster DNS (CoreDNS's kubernetes plugin) on port 53 of the namespace (so on the
+        // node's address): the kubelet points every pod's resolv.conf at it.
         let corefile = dir.join("Corefile");
         std::fs::write(
             &corefile,
             format!(
-                ".:53 {{\n  bind {NODE_IP}\n  errors\n  kubernetes cluster.local in-addr.arpa ip6.arpa {{\n    kubeconfig {kc} c19\n    fallthrough in-addr.arpa ip6.arpa\n  }}\n}}\n"
+                ".:53 {{\n  errors\n  kubernetes cluster.local in-addr.arpa ip6.arpa {{\n    kubeconfig {kc} c19\n    fallthrough in-addr.arpa ip6.arpa\n  }}\n}}\n"
             ),
         )
         .unwrap();
@@ -228,7 +228,21 @@ impl Cluster {
                     .then_some(())
             },
         );
+        c.assert_running();
         c
+    }
+
+    /// Panics, naming it and its log, when a component has exited.
+    pub fn assert_running(&self) {
+        for component in self.procs.lock().unwrap().iter_mut() {
+            if let Ok(Some(status)) = component.child.try_wait() {
+                panic!(
+                    "{} exited ({status}); see {}",
+                    component.name,
+                    self.dir.join(format!("{}.log", component.name)).display()
+                );
+            }
+        }
     }
 
     /// Kills component `name` (SIGKILL, as a crash would), keeps it down for `down`, then starts

@@ -42,28 +42,26 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Writes `config` to a file and starts an agent on it, waiting until it is ready.
-    pub fn start(dir: &TempDir, ip: &str, config: &str) -> Agent {
-        let path = dir.file(&format!("agent-{ip}.yaml"), config);
-        let mut agent = Agent {
+    /// An agent not started yet, its config written to a file.
+    fn new(dir: &TempDir, ip: &str, config: &str) -> Agent {
+        Agent {
             ip: ip.into(),
-            config: path,
+            config: dir.file(&format!("agent-{ip}.yaml"), config),
             child: None,
             log: dir.0.join(format!("agent-{ip}.log")),
-        };
+        }
+    }
+
+    /// Writes `config` to a file and starts an agent on it, waiting until it is ready.
+    pub fn start(dir: &TempDir, ip: &str, config: &str) -> Agent {
+        let mut agent = Agent::new(dir, ip, config);
         agent.spawn();
         agent
     }
 
     /// Starts an agent and waits only until it serves (`/healthz`), not until it is warm.
     pub fn start_unready(dir: &TempDir, ip: &str, config: &str) -> Agent {
-        let path = dir.file(&format!("agent-{ip}.yaml"), config);
-        let mut agent = Agent {
-            ip: ip.into(),
-            config: path,
-            child: None,
-            log: dir.0.join(format!("agent-{ip}.log")),
-        };
+        let mut agent = Agent::new(dir, ip, config);
         agent.launch();
         let peer = agent.peer();
         wait_for(Duration::from_secs(10), || get(&peer, "/healthz").0 == 200)

@@ -12,7 +12,7 @@ use c19_harness::{eventually, node};
 
 use crate::common::request;
 use crate::pods::{self, Pod};
-use crate::scenarios::{Ctx, OPERATOR_NS, T, group_yaml, helm, rollout};
+use crate::scenarios::{Ctx, OPERATOR_NS, T, group_yaml, helm_upgrade, rollout};
 use crate::workload::{Report, Workload, now_ms};
 
 /// Keys loaded into the group before a rollout, so that a new pod has a state to copy.
@@ -56,12 +56,6 @@ fn preload(pod: &Pod, token: &str, n: usize) -> Vec<Event> {
     events
 }
 
-/// The keys the workload writes (`w<writer>-<i>`).
-fn written_by_workload(key: &str) -> bool {
-    key.strip_prefix('w')
-        .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()) && rest.contains('-'))
-}
-
 /// Every record an agent holds (`GET /` on its peer port) whose key passes `keep`.
 fn state_of(pod: &Pod, token: &str, keep: impl Fn(&str) -> bool) -> Map<String, Value> {
     let (status, body) = request(
@@ -87,8 +81,9 @@ fn verify(ctx: &Ctx, group: &str, report: &Report, preloaded: &[Event], n: usize
     });
     let mut history = preloaded.to_vec();
     history.extend(report.history.iter().cloned());
-    let keep =
-        |k: &str| written_by_workload(k) || (!preloaded.is_empty() && k.starts_with("bulk-"));
+    let keep = |k: &str| {
+        k.starts_with(&report.prefix) || (!preloaded.is_empty() && k.starts_with("bulk-"))
+    };
     // Gossip settles within a few rounds once the writes stop.
     let started = Instant::now();
     let verdict = loop {
@@ -131,10 +126,10 @@ fn verify(ctx: &Ctx, group: &str, report: &Report, preloaded: &[Event], n: usize
 
 /// Changes the group with `change` while the workload runs, waits for the rollout, and checks
 /// that every new pod served warm and nothing was lost; returns the rollout's duration.
-fn roll_under_workload(ctx: &Ctx, what: &str, change: impl FnOnce()) -> Duration {
+fn roll_under_workload(ctx: &Ctx, prefix: &str, what: &str, change: impl FnOnce()) -> Duration {
     let c = &ctx.cluster;
     let before: Vec<String> = ctx.ready_pods(3).into_iter().map(|p| p.name).collect();
-    let workload = Workload::start(c.kubeconfig.clone(), "demo", 2);
+    let workload = Workload::start(c.kubeconfig.clone(), "demo", prefix, 2);
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
     change();
@@ -179,7 +174,7 @@ pub fn a_rollout_from_an_agent_setting_serves_warm_and_loses_nothing(ctx: &Ctx) 
             .all(|p| state_of(p, &token, |k| k.starts_with("bulk-")).len() >= PRELOAD)
             .then_some(())
     });
-    let took = roll_under_workload(ctx, "agent setting (pushInterval)", || {
+    let took = roll_under_workload(ctx, "setting-", "agent setting (pushInterval)", || {
         c.apply_yaml(&group_yaml(3, 310));
     });
     println!(
@@ -214,7 +209,7 @@ pub fn a_rollout_from_an_agent_setting_serves_warm_and_loses_nothing(ctx: &Ctx) 
 pub fn a_rollout_from_an_image_change_serves_warm_and_loses_nothing(ctx: &Ctx) {
     let c = &ctx.cluster;
     node::tag_image("docker.io/library/c19:dev", "docker.io/library/c19:next");
-    roll_under_workload(ctx, "agent image (c19:dev -> c19:next)", || {
+    roll_under_workload(ctx, "image-", "agent image (c19:dev -> c19:next)", || {
         c.apply_yaml(&group_yaml(3, 310).replace(
             "  agent:\n",
             "  agent:\n    image: c19:next\n    imagePullPolicy: IfNotPresent\n",
@@ -240,26 +235,13 @@ pub fn an_operator_upgrade_restarts_no_group_pod(ctx: &Ctx) {
         image, "c19:next",
         "an image once named stays until the user names another"
     );
-    let workload = Workload::start(c.kubeconfig.clone(), "demo", 2);
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/c19-operator");
+    let workload = Workload::start(c.kubeconfig.clone(), "demo", "upgrade-", 2);
     let old = ctx.operator();
     node::tag_image(
         "docker.io/library/c19:dev",
         "docker.io/library/c19:upgraded",
     );
-    helm(
-        c,
-        &[
-            "upgrade",
-            "c19",
-            chart,
-            "--namespace",
-            OPERATOR_NS,
-            "--reuse-values",
-            "--set",
-            "image.tag=upgraded",
-        ],
-    );
+    helm_upgrade(c, "image.tag=upgraded");
     let new = eventually("the upgraded operator to run", T, || {
         let pods = ctx.operator_pods();
         (pods.len() == 1 && pods[0].name != old.name && pods[0].ready).then(|| pods[0].clone())
@@ -304,7 +286,7 @@ pub fn a_group_scales_and_heals_while_the_operator_is_down(ctx: &Ctx) {
     let c = &ctx.cluster;
     let token = pods::token(c, "demo");
     let before = ctx.ready_pods(3);
-    let workload = Workload::start(c.kubeconfig.clone(), "demo", 2);
+    let workload = Workload::start(c.kubeconfig.clone(), "demo", "absent-", 2);
     let scale_operator = |n: &str| {
         c.kubectl(&[
             "scale",

@@ -2,6 +2,9 @@
 //! from the API, their agents' answers over the pod network, and the app API through
 //! `kubectl exec` into the app container (the app API binds to the pod's localhost only).
 
+use std::path::Path;
+use std::process::Command;
+
 use serde_json::Value;
 
 use c19_harness::Cluster;
@@ -53,20 +56,31 @@ fn container(statuses: &Value, name: &str) -> Container {
     }
 }
 
+/// `kubectl get pods -o json` of a group's pods, if kubectl answers.
+pub fn group_pods(kubeconfig: &Path, group: &str) -> Option<Value> {
+    let out = Command::new("kubectl")
+        .args([
+            "get",
+            "pods",
+            "-l",
+            &format!("c19.dev/group={group}"),
+            "-o",
+            "json",
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
 /// The group's pods that run (phase Running, an IP, not terminating), sorted by name.
 pub fn running(c: &Cluster, group: &str) -> Vec<Pod> {
-    let out = c.kubectl_output(&[
-        "get",
-        "pods",
-        "-l",
-        &format!("c19.dev/group={group}"),
-        "-o",
-        "json",
-    ]);
-    if !out.status.success() {
+    let Some(list) = group_pods(&c.kubeconfig, group) else {
         return Vec::new();
-    }
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    };
     let mut pods: Vec<Pod> = list["items"]
         .as_array()
         .into_iter()

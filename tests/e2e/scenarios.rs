@@ -262,6 +262,24 @@ spec:
     )
 }
 
+/// `helm upgrade` of the release with one value changed, the others kept.
+pub(crate) fn helm_upgrade(c: &Cluster, set: &str) -> String {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/c19-operator");
+    helm(
+        c,
+        &[
+            "upgrade",
+            "c19",
+            chart,
+            "--namespace",
+            OPERATOR_NS,
+            "--reuse-values",
+            "--set",
+            set,
+        ],
+    )
+}
+
 pub(crate) fn helm(c: &Cluster, args: &[&str]) -> String {
     let out = Command::new(c.bins.join("helm"))
         .args(args)
@@ -908,26 +926,11 @@ fn lease_holder(c: &Cluster) -> String {
 
 fn leader_election_keeps_one_active_replica(ctx: &Ctx) {
     let c = &ctx.cluster;
-    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/c19-operator");
     let leader = ctx.operator();
     eventually("the operator to hold the Lease", T, || {
         (lease_holder(c) == leader.name).then_some(())
     });
-    let upgrade = |replicas: &str| {
-        helm(
-            c,
-            &[
-                "upgrade",
-                "c19",
-                chart,
-                "--namespace",
-                OPERATOR_NS,
-                "--reuse-values",
-                "--set",
-                &format!("replicaCount={replicas}"),
-            ],
-        )
-    };
+    let upgrade = |replicas: &str| helm_upgrade(c, &format!("replicaCount={replicas}"));
     upgrade("2");
     let standby = eventually("a second, ready operator pod", T, || {
         let pods = ctx.operator_pods();

@@ -5,7 +5,6 @@
 //! created. A tracker keeps the list of ready pods from the API.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,7 +12,6 @@ use std::time::Duration;
 
 use c19_harness::checker::{Event, Op, Outcome};
 use c19_harness::cmd::parse_time;
-use serde_json::Value;
 
 use crate::common::request;
 
@@ -43,19 +41,7 @@ pub struct Target {
 }
 
 fn ready_targets(kubeconfig: &PathBuf, group: &str) -> Option<Vec<Target>> {
-    let out = Command::new("kubectl")
-        .args([
-            "get",
-            "pods",
-            "-l",
-            &format!("c19.dev/group={group}"),
-            "-o",
-            "json",
-        ])
-        .env("KUBECONFIG", kubeconfig)
-        .output()
-        .ok()?;
-    let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let list = crate::pods::group_pods(kubeconfig, group)?;
     Some(
         list["items"]
             .as_array()?
@@ -82,6 +68,8 @@ fn ready_targets(kubeconfig: &PathBuf, group: &str) -> Option<Vec<Target>> {
 /// What a workload saw.
 #[derive(Debug, Default)]
 pub struct Report {
+    /// The prefix of every key the run wrote.
+    pub prefix: String,
     pub history: Vec<Event>,
     /// Reads on a Ready pod that missed a key acknowledged before the pod was created.
     pub misses: Vec<String>,
@@ -92,6 +80,7 @@ pub struct Report {
 }
 
 pub struct Workload {
+    prefix: String,
     stop: Arc<AtomicBool>,
     history: Arc<Mutex<Vec<Event>>>,
     misses: Arc<Mutex<Vec<String>>>,
@@ -101,8 +90,9 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Starts `writers` writers, a reader and the tracker against the group `group`.
-    pub fn start(kubeconfig: PathBuf, group: &str, writers: usize) -> Workload {
+    /// Starts `writers` writers, a reader and the tracker against the group `group`. Keys are
+    /// `<prefix><writer>-<n>`: one prefix per run, so that a run's check sees only its own keys.
+    pub fn start(kubeconfig: PathBuf, group: &str, prefix: &str, writers: usize) -> Workload {
         let started = now_ms();
         let stop = Arc::new(AtomicBool::new(false));
         let history: Arc<Mutex<Vec<Event>>> = Arc::default();
@@ -125,6 +115,7 @@ impl Workload {
         }
         for w in 0..writers {
             let (stop, targets, history) = (stop.clone(), targets.clone(), history.clone());
+            let prefix = prefix.to_string();
             threads.push(std::thread::spawn(move || {
                 let mut rng = fastrand::Rng::with_seed(w as u64);
                 for i in 0..MAX_WRITES {
@@ -139,7 +130,7 @@ impl Workload {
                         std::thread::sleep(WRITE_PAUSE);
                         continue;
                     };
-                    let key = format!("w{w}-{i}");
+                    let key = format!("{prefix}{w}-{i}");
                     let start_ms = now_ms();
                     let (status, _) = request(
                         &format!("{}:8080", target.ip),
@@ -221,6 +212,7 @@ impl Workload {
             }));
         }
         Workload {
+            prefix: prefix.to_string(),
             stop,
             history,
             misses,
@@ -236,6 +228,7 @@ impl Workload {
             let _ = t.join();
         }
         Report {
+            prefix: self.prefix.clone(),
             history: std::mem::take(&mut self.history.lock().unwrap()),
             misses: std::mem::take(&mut self.misses.lock().unwrap()),
             hits: self.hits.load(Ordering::Relaxed),
