@@ -40,7 +40,7 @@ pub struct Target {
     pub created_ms: u64,
 }
 
-fn ready_targets(kubeconfig: &PathBuf, group: &str) -> Option<Vec<Target>> {
+fn ready_targets(kubeconfig: &std::path::Path, group: &str) -> Option<Vec<Target>> {
     let list = crate::pods::group_pods(kubeconfig, group)?;
     Some(
         list["items"]
