@@ -378,7 +378,9 @@ pub fn a_terminating_pod_pushes_its_writes_before_its_app_exits(ctx: &Ctx) {
     // Let the first (immediate) push round pass: from here on, nothing is pushed for a minute.
     std::thread::sleep(Duration::from_secs(2));
     let keys: Vec<String> = (0..50).map(|i| format!("last-{i}")).collect();
+    let mut history = Vec::new();
     for (i, key) in keys.iter().enumerate() {
+        let start_ms = now_ms();
         let (status, body) = request(
             &format!("{}:8080", doomed.ip),
             "PUT",
@@ -387,6 +389,17 @@ pub fn a_terminating_pod_pushes_its_writes_before_its_app_exits(ctx: &Ctx) {
             &[],
         );
         assert_eq!(status, 204, "{body}");
+        history.push(Event {
+            op: Op::Add {
+                key: key.clone(),
+                value: i as u64,
+                ttl: None,
+            },
+            agent: 0,
+            start_ms,
+            end_ms: now_ms(),
+            outcome: Outcome::Ok,
+        });
     }
     let missing = |p: &Pod| {
         keys.iter()
@@ -436,5 +449,12 @@ pub fn a_terminating_pod_pushes_its_writes_before_its_app_exits(ctx: &Ctx) {
     for p in &now {
         assert_eq!(missing(p), 0, "{} holds every write", p.name);
     }
+    let token = pods::token(c, "stubborn");
+    let finals: Vec<_> = now
+        .iter()
+        .map(|p| state_of(p, &token, |k| k.starts_with("last-")))
+        .collect();
+    let verdict = check(&history, &[], &finals, now_ms(), 0);
+    assert!(verdict.ok(), "{verdict:?}");
     c.kubectl(&["delete", "c19g", "stubborn", "--wait=true", "--timeout=90s"]);
 }
