@@ -622,3 +622,43 @@ fn the_prestop_hook_pushes_pending_writes_at_once() {
             .contains("c19_prestop_flushes_total 1")
     );
 }
+
+/// A peer that is warming up itself (a c19 agent reporting no `since`) is not copied: it may
+/// hold part of a state. With no warm member, a joining agent is ready at once with its own.
+#[test]
+fn a_peer_still_warming_up_is_not_copied() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.24.0.2:4097").unwrap();
+    // Answers every request as a warming agent holding five keys would (the thread ends with
+    // the test process).
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let body = if request.starts_with("GET /c19/digest") {
+                r#"{"digest":"1","keys":5,"tombstones":0,"version":"","peers":0,"agent":"0.1.0"}"#
+            } else {
+                r#"{"k": {"value": "partial", "ts": 1}}"#
+            };
+            let _ = conn.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    let dir = TempDir::new("warming-peer");
+    let a = Agent::start(
+        &dir,
+        "127.24.0.1",
+        &config("127.24.0.1", &["127.24.0.2".into()], 60_000, ""),
+    );
+    let (status, ready) = get(&a.peer(), "/readyz");
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready.contains("none_running"), "{ready}");
+    assert_eq!(a.value("k"), None, "nothing copied from a warming peer");
+}

@@ -254,7 +254,10 @@ fn set_peers(node: &Node, body: &[u8]) -> Response {
 /// down; the body tells the phase and the copy's progress either way.
 fn readyz(node: &Node) -> Response {
     let ready = node.is_ready();
-    let report = node.warmup().report(ready);
+    let mut report = node.warmup().report(ready);
+    if node.resyncing() {
+        report["phase"] = "resyncing".into();
+    }
     let status = if ready {
         StatusCode::OK
     } else {
@@ -269,10 +272,13 @@ fn bucket(node: &Node, body: &[u8]) -> Response {
         Ok(r) => r,
         Err(e) => return http::error(StatusCode::BAD_REQUEST, format!("bucket request: {e}")),
     };
-    if !request.count.is_power_of_two() || request.bucket >= request.count {
+    if !crate::state::digest::valid_count(request.count) || request.bucket >= request.count {
         return http::error(
             StatusCode::BAD_REQUEST,
-            "bucket request: count must be a power of two and bucket below it",
+            format!(
+                "bucket request: count must be a power of two up to {} and bucket below it",
+                crate::state::digest::FINE_BUCKETS
+            ),
         );
     }
     let store = node.read();

@@ -5,10 +5,11 @@
 //! then. Pushes that arrive meanwhile are merged as usual, so it ends holding the group's state as
 //! of its start.
 //!
-//! A member alone in its group (an empty peer list) is ready at once, and so is one whose peers
-//! hold nothing (copying an empty state takes one request) or all refuse the connection (no
-//! agent runs there: a group starting together). A peer that does not answer at all (paused, cut
-//! off) may hold data: the warm-up keeps trying. Nothing waits forever: when no peer
+//! Only a warm member is copied: one still copying (two pods added at once) would pass on part of
+//! a state. A member alone in its group (an empty peer list) is ready at once, and so is one
+//! whose peers all refuse the connection (no agent runs there) or are warming up too (a group
+//! whose pods start together), or whose warm peer holds nothing. A peer that does not answer at
+//! all (paused, cut off) may hold data: the warm-up keeps trying. Nothing waits forever: when no peer
 //! list arrives, or no member answers, for `warmup_timeout`, the agent reports ready with what it
 //! holds, and says so in `/readyz`, a warning and `c19_warmup_timed_out`.
 
@@ -52,8 +53,8 @@ pub enum Phase {
 pub enum Warmed {
     /// Its peer list was empty: the first member of a group.
     Alone,
-    /// Every listed peer refused the connection: no other member runs yet (a group starting
-    /// together, or from a static list), so none holds data this agent could lack.
+    /// Every listed peer refused the connection or is warming up too: no warm member runs (a
+    /// group starting together, or from a static list), so none holds a state to copy.
     NoneRunning,
     /// It copied the state of `peer`: `records` records.
     Copied { peer: String, records: usize },
@@ -140,9 +141,13 @@ pub fn next_step(fed: bool, peers: usize, elapsed: Duration, timeout: Duration) 
     }
 }
 
-/// Buckets (a power of two) for copying `records` records about `BUCKET_RECORDS` at a time.
+/// Buckets (a power of two) for copying `records` records about `BUCKET_RECORDS` at a time; at
+/// most the finest resolution agents keep (beyond 16M records, buckets grow instead).
 pub fn buckets_for(records: usize) -> usize {
-    records.div_ceil(BUCKET_RECORDS).max(1).next_power_of_two()
+    records
+        .div_ceil(BUCKET_RECORDS)
+        .next_power_of_two()
+        .clamp(1, crate::state::digest::FINE_BUCKETS)
 }
 
 /// One bucket of a state, as `POST /c19/sync/bucket` asks for it.
@@ -160,6 +165,10 @@ pub enum WarmupError {
     Client(#[from] ClientError),
     #[error("{peer}: {message}")]
     Protocol { peer: String, message: String },
+    /// The peer is warming up itself: a member that started with this one, or one still
+    /// copying (copied, it would pass on part of a state).
+    #[error("{0}: warming up too")]
+    Starting(String),
 }
 
 /// Runs the warm-up until the agent is warm or `stop` fires.
@@ -199,7 +208,10 @@ pub async fn run(node: Arc<Node>, timeout: Duration, stop: CancellationToken) {
                             node.set_warm(Warmed::Copied { peer, records }, since);
                             return;
                         }
-                        Err(WarmupError::Client(ClientError::Refused { .. })) => refused += 1,
+                        Err(
+                            WarmupError::Client(ClientError::Refused { .. })
+                            | WarmupError::Starting(_),
+                        ) => refused += 1,
                         Err(e) => {
                             tracing::info!(error = %e, "warm-up: copy failed; trying another member")
                         }
@@ -269,6 +281,10 @@ pub async fn copy_from(
     };
     let report: DigestReport =
         serde_json::from_slice(&reply.body).map_err(|e| protocol(e.to_string()))?;
+    // A c19 agent says `since` once it is warm; one that is not is starting too.
+    if report.agent.is_some() && report.since.is_none() {
+        return Err(WarmupError::Starting(peer.to_string()));
+    }
     let buckets = buckets_for(report.keys + report.tombstones);
     let mut received = 0;
     for bucket in 0..buckets {
@@ -342,6 +358,11 @@ mod tests {
         assert_eq!(buckets_for(BUCKET_RECORDS + 1), 2);
         assert_eq!(buckets_for(1_000_000), 256);
         assert!(1_000_000 / buckets_for(1_000_000) <= BUCKET_RECORDS);
+        assert_eq!(
+            buckets_for(100_000_000),
+            crate::state::digest::FINE_BUCKETS,
+            "no finer than the agents' buckets"
+        );
     }
 
     #[test]
