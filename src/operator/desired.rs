@@ -127,24 +127,18 @@ pub fn validate(group: &C19Group) -> Result<(), InvalidSpec> {
     Ok(())
 }
 
-/// The agent image of a group: the user's; else, unless it follows the operator, the one its
-/// pods already run (an operator upgrade must roll no group); else the operator's.
-pub fn agent_image(group: &C19Group, running: Option<&str>, operator_image: &str) -> String {
-    let agent = &group.spec.agent;
-    if let Some(image) = &agent.image {
-        return image.clone();
-    }
-    match running {
-        Some(image) if agent.follow_operator_image != Some(true) => image.to_string(),
-        _ => operator_image.to_string(),
-    }
+/// What a group's Deployment runs now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running<'a> {
+    pub image: &'a str,
+    /// The agent config hash its pod template carries.
+    pub config_hash: Option<&'a str>,
 }
 
-/// The agent image a group's Deployment runs now, if it exists.
-pub fn running_agent_image(d: &Deployment) -> Option<&str> {
-    d.spec
-        .as_ref()?
-        .template
+/// The agent image and config a group's Deployment runs now, if it exists.
+pub fn running(d: &Deployment) -> Option<Running<'_>> {
+    let template = &d.spec.as_ref()?.template;
+    let image = template
         .spec
         .as_ref()?
         .init_containers
@@ -152,7 +146,38 @@ pub fn running_agent_image(d: &Deployment) -> Option<&str> {
         .iter()
         .find(|c| c.name == AGENT_CONTAINER)?
         .image
-        .as_deref()
+        .as_deref()?;
+    let config_hash = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
+        .map(String::as_str);
+    Some(Running { image, config_hash })
+}
+
+/// The agent image of a group: the user's; else, unless it follows the operator, the one its
+/// pods already run, so that an operator upgrade rolls no group; else the operator's.
+///
+/// One exception: when this operator renders the agent config differently from the operator
+/// that rendered the running pods' (the config hash differs while the spec is the one last
+/// reconciled), the new config is meant for this operator's agent, and an older agent may not
+/// read it. The pods then roll once, one warm pod at a time, onto the operator's agent image.
+pub fn agent_image(group: &C19Group, running: Option<Running>, operator_image: &str) -> String {
+    let agent = &group.spec.agent;
+    if let Some(image) = &agent.image {
+        return image.clone();
+    }
+    let spec_reconciled = group.metadata.generation.is_some()
+        && group.status.as_ref().and_then(|s| s.observed_generation) == group.metadata.generation;
+    match running {
+        Some(_) if agent.follow_operator_image == Some(true) => operator_image.to_string(),
+        Some(r) if spec_reconciled && r.config_hash != Some(&config_hash(group)) => {
+            operator_image.to_string()
+        }
+        Some(r) => r.image.to_string(),
+        None => operator_image.to_string(),
+    }
 }
 
 fn labels(group: &str) -> BTreeMap<String, String> {
@@ -192,22 +217,35 @@ fn owner(group: &C19Group) -> OwnerReference {
         .expect("a stored group has a name and uid")
 }
 
-/// The objects for a valid group.
-pub fn desired(group: &C19Group, settings: &Settings) -> Desired {
-    let name = group.name_any();
-    let names = Names::of(&name);
+/// The agent config of a group, as the operator renders it into its ConfigMap.
+fn config_of(group: &C19Group) -> String {
+    let names = Names::of(&group.name_any());
     let service_dns = format!(
         "{}.{}.svc",
         names.service,
         group.namespace().unwrap_or_default()
     );
-    let config = agent_config(&group.spec, &service_dns);
+    agent_config(&group.spec, &service_dns)
+}
+
+/// The hash of a group's agent config that its pod template carries.
+pub fn config_hash(group: &C19Group) -> String {
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh64::xxh64(config_of(group).as_bytes(), 0)
+    )
+}
+
+/// The objects for a valid group.
+pub fn desired(group: &C19Group, settings: &Settings) -> Desired {
+    let name = group.name_any();
+    let names = Names::of(&name);
     let config_map = ConfigMap {
         metadata: meta(group, &names.config_map),
-        data: Some([(CONFIG_FILE.to_string(), config.clone())].into()),
+        data: Some([(CONFIG_FILE.to_string(), config_of(group))].into()),
         ..ConfigMap::default()
     };
-    let config_hash = format!("{:016x}", xxhash_rust::xxh64::xxh64(config.as_bytes(), 0));
+    let config_hash = config_hash(group);
     Desired {
         deployment: deployment(group, settings, &names, &config_hash),
         service: service(group, &names),
@@ -668,22 +706,38 @@ pub(crate) mod tests {
 
     #[test]
     fn an_operator_upgrade_keeps_the_agent_image_a_group_runs() {
-        let g = group(app_spec(3));
-        let running = desired(&g, &settings()).deployment;
-        let image = running_agent_image(&running);
-        assert_eq!(image, Some("c19:test"));
+        let mut g = group(app_spec(3));
+        g.status = Some(serde_json::from_value(json!({"observedGeneration": 1})).unwrap());
+        let deployment = desired(&g, &settings()).deployment;
+        let now = running(&deployment);
+        assert_eq!(now.map(|r| r.image), Some("c19:test"));
         // The operator now defaults to a newer image: the group keeps its own.
-        assert_eq!(agent_image(&g, image, "c19:next"), "c19:test");
+        assert_eq!(agent_image(&g, now, "c19:next"), "c19:test");
         // A new group takes the operator's.
         assert_eq!(agent_image(&g, None, "c19:next"), "c19:next");
         // Opted in: it follows the operator.
         let mut spec = app_spec(3);
         spec["agent"] = json!({"followOperatorImage": true});
-        assert_eq!(agent_image(&group(spec), image, "c19:next"), "c19:next");
+        assert_eq!(agent_image(&group(spec), now, "c19:next"), "c19:next");
         // The user's own image wins over both.
         let mut spec = app_spec(3);
         spec["agent"] = json!({"image": "c19:mine"});
-        assert_eq!(agent_image(&group(spec), image, "c19:next"), "c19:mine");
+        assert_eq!(agent_image(&group(spec), now, "c19:next"), "c19:mine");
+    }
+
+    #[test]
+    fn a_new_rendering_of_an_unchanged_spec_moves_the_group_to_the_operators_agent() {
+        let mut g = group(app_spec(3));
+        g.status = Some(serde_json::from_value(json!({"observedGeneration": 1})).unwrap());
+        // Pods rendered by an older operator, whose config this one renders differently.
+        let old = Running {
+            image: "c19:old",
+            config_hash: Some("0123456789abcdef"),
+        };
+        assert_eq!(agent_image(&g, Some(old), "c19:next"), "c19:next");
+        // A spec change not reconciled yet is the user's doing: the image stays.
+        g.metadata.generation = Some(2);
+        assert_eq!(agent_image(&g, Some(old), "c19:next"), "c19:old");
     }
 
     #[test]

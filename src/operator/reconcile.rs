@@ -85,7 +85,7 @@ async fn reconcile_inner(group: &C19Group, ctx: &Context) -> Result<Action, Reco
             let settings = Settings {
                 agent_image: desired::agent_image(
                     group,
-                    running.as_ref().and_then(desired::running_agent_image),
+                    running.as_ref().and_then(desired::running),
                     &ctx.settings.agent_image,
                 ),
                 ..ctx.settings.clone()
@@ -130,8 +130,8 @@ fn facts(group: &C19Group, deployment: Option<&Deployment>, invalid: Option<Stri
         selector: selector_string(&group.name_any()),
         rollout: deployment.and_then(super::rollout::in_progress),
         agent_image: deployment
-            .and_then(desired::running_agent_image)
-            .map(String::from),
+            .and_then(desired::running)
+            .map(|r| r.image.to_string()),
         invalid,
     }
 }
