@@ -31,6 +31,28 @@ struct Slot {
     bucket: u16,
 }
 
+/// What a slot adds to the digests and indexes.
+#[derive(Debug, Clone, Copy)]
+struct Footprint {
+    fingerprint: u64,
+    bucket: u16,
+    tombstone: bool,
+    ts: u64,
+    expires_at: Option<u64>,
+}
+
+impl Slot {
+    fn footprint(&self) -> Footprint {
+        Footprint {
+            fingerprint: self.fingerprint,
+            bucket: self.bucket,
+            tombstone: self.record.is_tombstone(),
+            ts: self.record.ts,
+            expires_at: self.record.expires_at(),
+        }
+    }
+}
+
 /// Whether a change should be pushed on to other peers by this agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Spread {
@@ -187,15 +209,19 @@ impl Store {
             fingerprint,
             bucket: fine_bucket(key) as u16,
         };
-        self.account(key, &slot, true);
+        let added = slot.footprint();
         // An overwrite replaces the slot in place: no new key allocation.
         let old = match self.entries.get_mut(key) {
             Some(current) => Some(std::mem::replace(current, slot)),
             None => self.entries.insert(key.into(), slot),
         };
+        // The old record's share goes first: when both expire at the same moment, their
+        // expiry entries are equal, and removing the old one after adding the new one would
+        // drop the new one's (an expired value would then count as live in the digest).
         if let Some(old) = old {
-            self.account(key, &old, false);
+            self.account(key, old.footprint(), false);
         }
+        self.account(key, added, true);
         self.last_change = now;
         self.changes += 1;
         match spread {
@@ -212,12 +238,11 @@ impl Store {
     }
 
     /// Adds (`added`) or removes a slot's share of every digest and index.
-    fn account(&mut self, key: &str, slot: &Slot, added: bool) {
+    fn account(&mut self, key: &str, slot: Footprint, added: bool) {
         let fp = slot.fingerprint;
         self.fine[slot.bucket as usize] ^= fp;
         self.sync_total ^= fp;
-        let r = &slot.record;
-        if r.is_tombstone() {
+        if slot.tombstone {
             if added {
                 self.tombstones += 1;
             } else {
@@ -226,8 +251,9 @@ impl Store {
             return;
         }
         self.values_xor ^= fp;
-        self.legacy_xor ^= super::digest::legacy_version(std::iter::once((key, r.ts))).unwrap_or(0);
-        if let Some(at) = r.expires_at() {
+        self.legacy_xor ^=
+            super::digest::legacy_version(std::iter::once((key, slot.ts))).unwrap_or(0);
+        if let Some(at) = slot.expires_at {
             let entry = (at, Box::<str>::from(key));
             if added {
                 self.expiries.insert(entry);
@@ -253,7 +279,7 @@ impl Store {
         let mut forgotten = 0;
         for key in keys {
             if let Some(slot) = self.entries.remove(key) {
-                self.account(key, &slot, false);
+                self.account(key, slot.footprint(), false);
                 forgotten += 1;
             }
             self.changed.remove(key);
@@ -273,7 +299,7 @@ impl Store {
             .collect();
         for key in &dead {
             if let Some(slot) = self.entries.remove(key) {
-                self.account(key, &slot, false);
+                self.account(key, slot.footprint(), false);
             }
             self.changed.remove(key);
             self.forwarded.remove(key);
