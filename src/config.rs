@@ -119,6 +119,10 @@ pub struct ConnectionConfig {
     pub timeout: u64,
     #[serde(default = "default_peer_max_body")]
     pub max_body_bytes: usize,
+    /// A port of its own for `/metrics` (and `/healthz`), on `bind`: a Prometheus outside the
+    /// group can be let in there without reaching the peer API.
+    #[serde(default)]
+    pub metrics_port: Option<u16>,
     /// How long (ms) a starting agent may wait for a peer list and copy a member's state before
     /// it reports ready with what it holds.
     #[serde(default = "default_warmup_timeout")]

@@ -41,7 +41,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run the operator: C19Groups become pods with the agent as a native sidecar.
-    Operator(c19::operator::run::OperatorArgs),
+    Operator(Box<c19::operator::run::OperatorArgs>),
     /// Print the C19Group CustomResourceDefinition as YAML (`c19 crd | kubectl apply -f -`).
     Crd,
 }
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     logging::init(cli.log_format);
     match cli.command {
         Some(Command::Agent { config }) => agent(config),
-        Some(Command::Operator(args)) => operator(args),
+        Some(Command::Operator(args)) => operator(*args),
         Some(Command::Crd) => {
             print!("{}", c19::operator::crd::crd_yaml());
             ExitCode::SUCCESS

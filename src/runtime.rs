@@ -94,6 +94,10 @@ pub async fn run_agent(
     let peer_addr = SocketAddr::new(peer_ip, spec.connection.port);
     let app_listener = bind("app", app_addr).await?;
     let peer_listener = bind("peer", peer_addr).await?;
+    let metrics_listener = match spec.connection.metrics_port {
+        Some(port) => Some(bind("metrics", SocketAddr::new(peer_ip, port)).await?),
+        None => None,
+    };
     let me = SelfIdentity::from_env();
 
     let settings = NodeSettings {
@@ -151,6 +155,16 @@ pub async fn run_agent(
             async move { peer_stop.cancelled().await },
         ))
     };
+    let metrics = metrics_listener.map(|listener| {
+        let node = node.clone();
+        let stop = stop.clone();
+        tokio::spawn(crate::http::serve(
+            listener,
+            4096,
+            move |req| crate::connection::api::handle_metrics(node.clone(), req),
+            async move { stop.cancelled().await },
+        ))
+    });
     let gossip = tokio::spawn(gossip::run(node.clone(), gossip_config, stop.clone()));
     // Ready (`/readyz`) once warm: holding the group's state as of this start.
     let warmup = tokio::spawn(warmup::run(
@@ -174,6 +188,9 @@ pub async fn run_agent(
     node.set_stopping();
     stop.cancel();
     let _ = tokio::join!(app, peer, gossip, purge, warmup);
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     result
 }
 

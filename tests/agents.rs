@@ -662,3 +662,29 @@ fn a_peer_still_warming_up_is_not_copied() {
     assert!(ready.contains("none_running"), "{ready}");
     assert_eq!(a.value("k"), None, "nothing copied from a warming peer");
 }
+
+/// `connection.metrics_port` serves `/metrics` and `/healthz` only, without a token: a
+/// Prometheus may be let in there while the peer API stays closed to it.
+#[test]
+fn the_metrics_port_serves_metrics_and_nothing_of_the_peer_api() {
+    let dir = TempDir::new("metrics-port");
+    let token = dir.file("token", "s3cret");
+    let extra = format!(
+        "    token_file: {}\n    metrics_port: 9097\n",
+        token.display()
+    );
+    let a = Agent::start(&dir, "127.25.0.1", &config("127.25.0.1", &[], 100, &extra));
+    put(&a.app(), "/", r#"{"k": {"value": 1}}"#);
+    let (status, metrics) = get("127.25.0.1:9097", "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("c19_keys 1"), "{metrics}");
+    assert_eq!(get("127.25.0.1:9097", "/healthz").0, 200);
+    for path in ["/", "/c19/peers", "/c19/digest", "/prestop"] {
+        assert_eq!(get("127.25.0.1:9097", path).0, 404, "{path}");
+    }
+    assert_eq!(
+        get(&a.peer(), "/c19/digest").0,
+        401,
+        "the peer port still wants the token"
+    );
+}

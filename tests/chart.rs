@@ -94,6 +94,10 @@ fn the_chart_ships_the_current_crd() {
 #[test]
 fn defaults_render_a_hardened_cluster_wide_operator() {
     let objects = render(&[]);
+    assert!(
+        find(&objects, "PodMonitor").is_empty(),
+        "no PodMonitor unless asked (its CRD may be missing)"
+    );
     let deployment = find(&objects, "Deployment")[0];
     let pod = &deployment["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
@@ -187,6 +191,8 @@ fn one_namespace_and_leader_election_narrow_the_rbac() {
         "replicaCount=2",
         "metrics.serviceMonitor.enabled=true",
         "agentImage=reg/c19-agent:1",
+        "agentMetrics.namespace=monitoring",
+        "agentMetrics.podMonitor.enabled=true",
     ]);
     assert!(
         find(&objects, "ClusterRole").is_empty(),
@@ -210,6 +216,21 @@ fn one_namespace_and_leader_election_narrow_the_rbac() {
     assert_eq!(get("C19_LEADER_ELECT"), "true");
     assert_eq!(get("C19_AGENT_IMAGE"), "reg/c19-agent:1");
     assert_eq!(find(&objects, "ServiceMonitor").len(), 1);
+    assert_eq!(get("C19_AGENT_METRICS_NAMESPACE"), "monitoring");
+    let pm = find(&objects, "PodMonitor");
+    assert_eq!(pm.len(), 1, "the agents' PodMonitor");
+    assert_eq!(
+        pm[0]["spec"]["podMetricsEndpoints"][0]["port"],
+        "c19-metrics"
+    );
+    assert_eq!(
+        pm[0]["spec"]["namespaceSelector"]["matchNames"],
+        serde_json::json!(["shop"])
+    );
+    assert_eq!(
+        pm[0]["spec"]["selector"]["matchLabels"]["app.kubernetes.io/managed-by"],
+        "c19-operator"
+    );
 }
 
 #[test]
@@ -240,4 +261,21 @@ fn bad_values_fail_at_install_time() {
         "two replicas without leader election"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("leaderElection.enabled"));
+}
+
+/// `helm upgrade --reuse-values` renders the new chart with the old release's values, which lack
+/// whatever this chart added since (`agentMetrics`): the templates must not need them.
+#[test]
+fn values_of_an_older_release_still_render() {
+    let objects = render(&["agentMetrics=null"]);
+    assert!(find(&objects, "PodMonitor").is_empty());
+    let deployment = find(&objects, "Deployment")[0];
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    let metrics_ns = env
+        .iter()
+        .find(|e| e["name"] == "C19_AGENT_METRICS_NAMESPACE")
+        .unwrap();
+    assert_eq!(metrics_ns["value"], "");
 }

@@ -134,6 +134,7 @@ fn context_with(client: kube::Client, agent_image: &str) -> Arc<Context> {
             "c19-operator".to_string(),
         )]
         .into(),
+        agent_metrics_namespace: None,
     };
     Arc::new(Context::new(
         client,

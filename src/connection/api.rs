@@ -250,6 +250,19 @@ fn set_peers(node: &Node, body: &[u8]) -> Response {
     }
 }
 
+/// The metrics port: `/metrics` and `/healthz`, nothing of the peer API.
+pub async fn handle_metrics(node: Arc<Node>, req: Request) -> Response {
+    match (&req.method, req.path.as_str()) {
+        (&Method::GET, "/metrics") => http::text(metrics(&node)),
+        (&Method::GET, "/healthz") => http::text("ok\n".into()),
+        (_, "/metrics" | "/healthz") => http::method_not_allowed("GET"),
+        _ => http::error(
+            StatusCode::NOT_FOUND,
+            "this port serves /metrics and /healthz only",
+        ),
+    }
+}
+
 /// 200 once the agent is warm (see [`warmup`](super::warmup)), 503 before and while it shuts
 /// down; the body tells the phase and the copy's progress either way.
 fn readyz(node: &Node) -> Response {
@@ -286,7 +299,7 @@ fn bucket(node: &Node, body: &[u8]) -> Response {
     http::json(StatusCode::OK, store.render(keys))
 }
 
-fn metrics(node: &Node) -> String {
+pub fn metrics(node: &Node) -> String {
     let counts = node.read().counts(now_ms());
     let m = &node.metrics;
     let (warm, progress, timed_out, took) = {

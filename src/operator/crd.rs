@@ -89,6 +89,12 @@ pub struct AgentSpec {
     /// followOperatorImage to take the operator's on every upgrade instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The namespace whose pods (a Prometheus) may scrape the agents' metrics port (9097); the
+    /// peer port stays closed to them. Default: the operator's --agent-metrics-namespace, or,
+    /// without one, the port is open like the app's ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub metrics_namespace: Option<String>,
     /// With no image set: follow the operator's agent image when the operator is upgraded
     /// (which rolls the group's pods). Default false: the image is fixed at creation.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,6 +20,8 @@ pub const GROUP_LABEL: &str = "c19.dev/group";
 pub const CONFIG_HASH_ANNOTATION: &str = "c19.dev/config-hash";
 pub const AGENT_CONTAINER: &str = "c19-agent";
 pub const PEER_PORT: i32 = 4097;
+/// The agents' own metrics port: scrapeable without reaching the peer API.
+pub const METRICS_PORT: i32 = 9097;
 pub const APP_PORT: i32 = 3097;
 const MANAGED_BY: &str = "c19-operator";
 /// Longest group name whose derived names (`<name>-c19`) are still valid Service names.
@@ -33,6 +35,9 @@ pub struct Settings {
     /// Namespace and pod labels of the operator, allowed through the NetworkPolicy to 4097.
     pub operator_namespace: String,
     pub operator_labels: BTreeMap<String, String>,
+    /// The namespace whose pods may scrape the agents' metrics port, for groups that name none
+    /// (`spec.agent.metricsNamespace`); `None`: the port is open like the app's.
+    pub agent_metrics_namespace: Option<String>,
 }
 
 /// Names of the objects a group owns.
@@ -346,7 +351,10 @@ fn agent_container(group: &C19Group, settings: &Settings) -> Container {
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "RUST_LOG", "value": "info"}
         ],
-        "ports": [{"name": "c19-peer", "containerPort": PEER_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "c19-peer", "containerPort": PEER_PORT, "protocol": "TCP"},
+            {"name": "c19-metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}
+        ],
         "startupProbe": probe("/readyz", 1, startup_failures),
         "readinessProbe": probe("/readyz", 5, 3),
         "livenessProbe": probe("/healthz", 10, 3),
@@ -400,10 +408,24 @@ fn service(group: &C19Group, names: &Names) -> Service {
     serde_json::from_value(s).expect("the Service is well-formed")
 }
 
-/// Only group members and the operator may reach 4097. A policy that selects a pod denies every
-/// port it does not allow, so the app's own ports stay open to everyone: the group's policy
-/// must restrict the agent, not the app.
+/// Only group members and the operator may reach 4097; the agents' metrics port only the
+/// namespace named for it (the group's, or the operator's default), or everyone when none is. A
+/// policy that selects a pod denies every port it does not allow, so the app's own ports stay
+/// open to everyone: the group's policy must restrict the agent, not the app.
 fn network_policy(group: &C19Group, settings: &Settings, names: &Names) -> NetworkPolicy {
+    let metrics_from = group
+        .spec
+        .agent
+        .metrics_namespace
+        .as_ref()
+        .or(settings.agent_metrics_namespace.as_ref());
+    let metrics_rule = match metrics_from {
+        Some(ns) => json!({
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}],
+            "ports": [{"protocol": "TCP", "port": METRICS_PORT}]
+        }),
+        None => json!({"ports": [{"protocol": "TCP", "port": METRICS_PORT}]}),
+    };
     let np = json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -422,10 +444,12 @@ fn network_policy(group: &C19Group, settings: &Settings, names: &Names) -> Netwo
                     ],
                     "ports": [{"protocol": "TCP", "port": PEER_PORT}]
                 },
+                metrics_rule,
                 {
                     "ports": [
                         {"protocol": "TCP", "port": 1, "endPort": PEER_PORT - 1},
-                        {"protocol": "TCP", "port": PEER_PORT + 1, "endPort": 65535},
+                        {"protocol": "TCP", "port": PEER_PORT + 1, "endPort": METRICS_PORT - 1},
+                        {"protocol": "TCP", "port": METRICS_PORT + 1, "endPort": 65535},
                         {"protocol": "UDP", "port": 1, "endPort": 65535},
                         {"protocol": "SCTP", "port": 1, "endPort": 65535}
                     ]
@@ -459,6 +483,7 @@ pub(crate) mod tests {
                 "c19-operator".to_string(),
             )]
             .into(),
+            agent_metrics_namespace: None,
         }
     }
 
@@ -651,10 +676,37 @@ pub(crate) mod tests {
                 .unwrap()["kubernetes.io/metadata.name"],
             "c19-system"
         );
-        let open = ingress[1].ports.as_ref().unwrap();
-        assert!(ingress[1].from.is_none());
+        let open = ingress[2].ports.as_ref().unwrap();
+        assert!(ingress[2].from.is_none());
         assert_eq!(open[0].end_port, Some(PEER_PORT - 1));
-        assert_eq!(open[1].end_port, Some(65535));
+        assert_eq!(open[1].end_port, Some(METRICS_PORT - 1));
+        assert_eq!(open[2].end_port, Some(65535));
+        // No namespace named: the metrics port is open like the app's.
+        assert!(ingress[1].from.is_none());
+        let port = |r: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| {
+            r.ports.as_ref().unwrap()[0].port.clone()
+        };
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int;
+        assert_eq!(port(&ingress[1]), Some(Int(METRICS_PORT)));
+        // Named (by the operator, or by the group, which wins): only that namespace.
+        let mut s = settings();
+        s.agent_metrics_namespace = Some("monitoring".into());
+        let from = |g: &C19Group, s: &Settings| {
+            let np = desired(g, s).network_policy.spec.unwrap();
+            let rule = np.ingress.unwrap()[1].clone();
+            rule.from.unwrap()[0]
+                .namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()["kubernetes.io/metadata.name"]
+                .clone()
+        };
+        assert_eq!(from(&group(app_spec(3)), &s), "monitoring");
+        let mut spec = app_spec(3);
+        spec["agent"] = json!({"metricsNamespace": "observability"});
+        assert_eq!(from(&group(spec), &s), "observability");
     }
 
     #[test]

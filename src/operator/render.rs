@@ -2,6 +2,7 @@
 //! exactly like a hand-configured agent, with peers fed by the operator.
 
 use super::crd::C19GroupSpec;
+use super::desired::METRICS_PORT;
 
 pub const CONFIG_FILE: &str = "config.yaml";
 pub const TOKEN_DIR: &str = "/etc/c19/token";
@@ -34,7 +35,7 @@ pub fn agent_config(spec: &C19GroupSpec, service: &str) -> String {
         ));
     }
     out.push_str(&format!(
-        "  connection:\n    kind: Default\n    port: 4097\n    bind: 0.0.0.0\n    push_interval: {}\n    pull_interval: {}\n    r0: {}\n    timeout: {}\n    warmup_timeout: {}\n    token_file: {TOKEN_DIR}/token\n    peer_provider:\n      kind: Operator\n      dns: {service}\n",
+        "  connection:\n    kind: Default\n    port: 4097\n    bind: 0.0.0.0\n    push_interval: {}\n    pull_interval: {}\n    r0: {}\n    timeout: {}\n    warmup_timeout: {}\n    metrics_port: {METRICS_PORT}\n    token_file: {TOKEN_DIR}/token\n    peer_provider:\n      kind: Operator\n      dns: {service}\n",
         conn.push_interval.unwrap_or(1000),
         conn.pull_interval.unwrap_or(60_000),
         conn.r0.unwrap_or(3),
@@ -59,6 +60,7 @@ mod tests {
         let text = agent_config(&spec(json!({})), "web-c19.shop.svc");
         let c = Config::parse(&text, std::path::Path::new("rendered")).unwrap();
         assert_eq!(c.spec.agent.bind, "127.0.0.1");
+        assert_eq!(c.spec.connection.metrics_port, Some(9097));
         assert_eq!(c.spec.connection.push_interval, 1000);
         assert_eq!(
             c.spec.connection.peer_provider,

@@ -68,6 +68,10 @@ pub struct OperatorArgs {
         default_value = "app.kubernetes.io/name=c19-operator"
     )]
     pub operator_labels: String,
+    /// The namespace whose pods may scrape the agents' metrics port (9097), for groups that
+    /// name none (spec.agent.metricsNamespace). Empty: the port is open like the app's.
+    #[arg(long, env = "C19_AGENT_METRICS_NAMESPACE", default_value = "")]
+    pub agent_metrics_namespace: String,
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "c19-operator")]
     pub pod_name: String,
@@ -154,6 +158,8 @@ pub async fn run(
         agent_image: args.agent_image.clone(),
         operator_namespace: args.operator_namespace.clone(),
         operator_labels,
+        agent_metrics_namespace: Some(args.agent_metrics_namespace.clone())
+            .filter(|ns| !ns.is_empty()),
     };
     let reporter = Reporter {
         controller: "c19-operator".into(),
