@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
     namespaced,
     status = "C19GroupStatus",
     doc = "A group of pods sharing one replicated C19 state: the app from spec.template plus a c19 agent sidecar in every pod.",
+    validation = Rule::new("size(self.metadata.name) <= 59").message("metadata.name: at most 59 characters, so that <name>-c19 is a valid Service name"),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -230,11 +231,81 @@ pub struct C19GroupStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// The pod template: any PodTemplateSpec (validated when the operator applies the Deployment),
+/// with just enough declared for the API server to refuse, at `kubectl apply`, what would clash
+/// with the agent: a container named c19-agent, the agent's ports, volumes named c19-*. Lists
+/// are bounded so that the rules' cost can be estimated.
 fn pod_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let name = serde_json::json!({"type": "string", "maxLength": 253, "description": "Its name."});
+    let container = serde_json::json!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "properties": {
+            "name": name,
+            "ports": {
+                "type": "array",
+                "maxItems": 64,
+                "description": "Its ports; 3097, 4097 and 9097 are the agent's.",
+                "items": {
+                    "type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true,
+                    "properties": {"containerPort": {"type": "integer", "description": "The port number."}}
+                }
+            }
+        }
+    });
+    let reserved_name = |list: &str| {
+        serde_json::json!({
+            "rule": format!("!has(self.{list}) || self.{list}.all(c, !has(c.name) || c.name != 'c19-agent')"),
+            "message": format!("{list}: the name c19-agent is reserved for the agent sidecar"),
+            "fieldPath": format!(".{list}"),
+        })
+    };
+    let reserved_ports = |list: &str| {
+        serde_json::json!({
+            "rule": format!("!has(self.{list}) || self.{list}.all(c, !has(c.ports) || c.ports.all(p, !has(p.containerPort) || !(p.containerPort in [3097, 4097, 9097])))"),
+            "message": format!("{list}: ports 3097, 4097 and 9097 are the agent's (app API, peer API, metrics)"),
+            "fieldPath": format!(".{list}"),
+        })
+    };
     schemars::json_schema!({
         "type": "object",
         "description": "The application's pod template (core/v1 PodTemplateSpec). Validated when the operator applies the Deployment.",
-        "x-kubernetes-preserve-unknown-fields": true
+        "x-kubernetes-preserve-unknown-fields": true,
+        "required": ["spec"],
+        "properties": {
+            "spec": {
+                "type": "object",
+                "description": "The pod's spec (core/v1 PodSpec).",
+                "x-kubernetes-preserve-unknown-fields": true,
+                "required": ["containers"],
+                "properties": {
+                    "containers": {"type": "array", "minItems": 1, "maxItems": 64, "items": container, "description": "The app's containers (at least one); the name c19-agent is the agent's."},
+                    "initContainers": {"type": "array", "maxItems": 64, "items": container, "description": "The app's init containers; the agent comes before them."},
+                    "volumes": {
+                        "type": "array",
+                        "maxItems": 256,
+                        "description": "The pod's volumes; names starting with c19- are the agent's.",
+                        "items": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": true,
+                            "properties": {"name": name}
+                        }
+                    }
+                },
+                "x-kubernetes-validations": [
+                    reserved_name("containers"),
+                    reserved_name("initContainers"),
+                    reserved_ports("containers"),
+                    reserved_ports("initContainers"),
+                    {
+                        "rule": "!has(self.volumes) || self.volumes.all(v, !has(v.name) || !v.name.startsWith('c19-'))",
+                        "message": "volumes: names starting with c19- are reserved for the agent's volumes",
+                        "fieldPath": ".volumes"
+                    }
+                ]
+            }
+        }
     })
 }
 

@@ -345,6 +345,38 @@ fn crd_applies_and_invalid_groups_are_rejected(ctx: &Ctx) {
     );
     assert!(err.contains("spec.agent.connection.pushInterval"), "{err}");
     assert!(c.kubectl_output(&["get", "c19g", "demo"]).status.code() != Some(0));
+
+    // What clashes with the agent is refused at apply time too (CEL rules), naming the field.
+    let refused = |yaml: String, field: &str, why: &str| {
+        let out = c.apply_yaml_output(&yaml);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "refused: {yaml}");
+        assert!(err.contains(field) && err.contains(why), "{field}: {err}");
+    };
+    let good = group_yaml(3, 200);
+    refused(
+        good.replace("- name: app\n", "- name: c19-agent\n"),
+        "spec.template.spec.containers",
+        "reserved for the agent sidecar",
+    );
+    refused(
+        good.replace("containerPort: 8080", "containerPort: 4097"),
+        "spec.template.spec.containers",
+        "ports 3097, 4097 and 9097 are the agent's",
+    );
+    refused(
+        good.replace("  name: demo\n", &format!("  name: {}\n", "d".repeat(60))),
+        "metadata.name",
+        "at most 59 characters",
+    );
+    refused(
+        good.replace(
+            "        ports: [{containerPort: 8080}]\n",
+            "        ports: [{containerPort: 8080}]\n      volumes: [{name: c19-cache, emptyDir: {}}]\n",
+        ),
+        "spec.template.spec.volumes",
+        "reserved for the agent's volumes",
+    );
 }
 
 fn the_chart_installs_and_runs_with_least_privilege(ctx: &Ctx) {
