@@ -43,7 +43,12 @@ enum Command {
     /// Run the operator: C19Groups become pods with the agent as a native sidecar.
     Operator(Box<c19::operator::run::OperatorArgs>),
     /// Print the C19Group CustomResourceDefinition as YAML (`c19 crd | kubectl apply -f -`).
-    Crd,
+    Crd {
+        /// Apply it to the cluster (server-side, as field manager c19-crd) instead, and wait
+        /// until it is established: how the Helm chart upgrades the CRD.
+        #[arg(long)]
+        apply: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,9 +57,16 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Agent { config }) => agent(config),
         Some(Command::Operator(args)) => operator(*args),
-        Some(Command::Crd) => {
+        Some(Command::Crd { apply: false }) => {
             print!("{}", c19::operator::crd::crd_yaml());
             ExitCode::SUCCESS
+        }
+        Some(Command::Crd { apply: true }) => {
+            let runtime = tokio::runtime::Runtime::new().expect("starting the tokio runtime");
+            match runtime.block_on(c19::operator::install::apply_crd()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e, 1),
+            }
         }
         None => agent(cli.config),
     }

@@ -65,8 +65,50 @@ fn render(set: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// The release's objects of a kind, hooks left out.
 fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objects.iter().filter(|o| o["kind"] == kind).collect()
+    objects
+        .iter()
+        .filter(|o| o["kind"] == kind && !is_hook(o))
+        .collect()
+}
+
+fn is_hook(o: &Value) -> bool {
+    !o["metadata"]["annotations"]["helm.sh/hook"].is_null()
+}
+
+/// Before an upgrade, a hook Job applies the new CRD with the new image; its ServiceAccount may
+/// get and patch that one CRD only. Off with crds.upgrade=false.
+#[test]
+fn a_pre_upgrade_hook_applies_the_new_crd() {
+    let objects = render(&[]);
+    let hooks: Vec<&Value> = objects.iter().filter(|o| is_hook(o)).collect();
+    let kinds: Vec<&str> = hooks.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Job"]
+    );
+    for h in &hooks {
+        assert_eq!(h["metadata"]["annotations"]["helm.sh/hook"], "pre-upgrade");
+    }
+    let role = hooks[1];
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([{
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "resourceNames": ["c19groups.c19.dev"],
+            "verbs": ["get", "patch"]
+        }])
+    );
+    let job = &hooks[3]["spec"]["template"]["spec"];
+    assert_eq!(
+        job["containers"][0]["args"],
+        serde_json::json!(["crd", "--apply"])
+    );
+    assert_eq!(job["containers"][0]["image"], "c19:0.1.0");
+    let off = render(&["crds.upgrade=false"]);
+    assert!(off.iter().all(|o| !is_hook(o)));
 }
 
 #[test]

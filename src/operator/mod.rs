@@ -9,6 +9,7 @@ pub mod desired;
 pub mod diff;
 pub mod endpoint;
 pub mod health;
+pub mod install;
 pub mod leader;
 pub mod members;
 pub mod observer;

@@ -12,7 +12,7 @@ use c19_harness::{eventually, node};
 
 use crate::common::request;
 use crate::pods::{self, Pod};
-use crate::scenarios::{Ctx, OPERATOR_NS, T, group_yaml, helm_upgrade, rollout};
+use crate::scenarios::{Ctx, OPERATOR_NS, T, group_yaml, helm, helm_upgrade, rollout};
 use crate::workload::{Report, Workload, now_ms};
 
 /// Keys loaded into the group before a rollout, so that a new pod has a state to copy.
@@ -457,4 +457,116 @@ pub fn a_terminating_pod_pushes_its_writes_before_its_app_exits(ctx: &Ctx) {
     let verdict = check(&history, &[], &finals, now_ms(), 0);
     assert!(verdict.ok(), "{verdict:?}");
     c.kubectl(&["delete", "c19g", "stubborn", "--wait=true", "--timeout=90s"]);
+}
+
+/// A release installed from the chart as it was before this version (`fixtures/`), with the CRD
+/// of that time, is upgraded to the current chart with `helm upgrade --reuse-values`: the
+/// pre-upgrade hook applies the new CRD (new fields, CEL rules) with no manual step, while the
+/// group runs on under the workload, no pod restarted and nothing lost.
+pub fn helm_upgrade_from_the_previous_chart_upgrades_the_crd(ctx: &Ctx) {
+    let c = &ctx.cluster;
+    let previous = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/e2e/fixtures/c19-operator-main"
+    );
+    let current = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/c19-operator");
+    let crd_schema = || c.kubectl(&["get", "crd", "c19groups.c19.dev", "-o", "json"]);
+    // As a cluster installed from the previous chart has it: its release and its CRD.
+    helm(
+        c,
+        &[
+            "upgrade",
+            "c19",
+            previous,
+            "--namespace",
+            OPERATOR_NS,
+            "--reset-values",
+            "--set",
+            "image.tag=upgraded",
+            "--set",
+            "leaderElection.enabled=true",
+            "--set",
+            "probeInterval=1000",
+        ],
+    );
+    let old_crd = std::fs::read_to_string(format!("{previous}/crds/c19group.yaml")).unwrap();
+    let out = c.apply_yaml_output(&old_crd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !crd_schema().contains("metricsNamespace"),
+        "the previous CRD is in place"
+    );
+    ctx.operator();
+    let before = ctx.ready_pods(3);
+    let workload = Workload::start(c.kubeconfig.clone(), "demo", "crd-", 2);
+    std::thread::sleep(Duration::from_secs(2));
+
+    let upgraded = Instant::now();
+    helm(
+        c,
+        &[
+            "upgrade",
+            "c19",
+            current,
+            "--namespace",
+            OPERATOR_NS,
+            "--reuse-values",
+        ],
+    );
+    println!(
+        "helm upgrade with the CRD hook took {:.1} s",
+        upgraded.elapsed().as_secs_f64()
+    );
+    let schema = crd_schema();
+    assert!(schema.contains("metricsNamespace"), "the new CRD's fields");
+    assert!(
+        schema.contains("x-kubernetes-validations"),
+        "the new CRD's rules"
+    );
+    // The hook's objects are gone once it succeeded.
+    let leftovers = c.kubectl_output(&[
+        "get",
+        "job",
+        "-n",
+        OPERATOR_NS,
+        "c19-c19-operator-crd-upgrade",
+    ]);
+    assert!(!leftovers.status.success(), "the hook Job was deleted");
+    // The new rules hold at once (a server-side dry run changes nothing).
+    let bad = group_yaml(3, 310).replace("- name: app\n", "- name: c19-agent\n");
+    let mut child = std::process::Command::new("kubectl")
+        .args(["apply", "--server-side", "--dry-run=server", "-f", "-"])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(bad.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the CEL rules refuse it");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reserved for the agent sidecar"));
+
+    ctx.operator();
+    std::thread::sleep(Duration::from_secs(3));
+    let report = workload.stop();
+    let after = ctx.ready_pods(3);
+    let names = |p: &[Pod]| {
+        p.iter()
+            .map(|p| (p.name.clone(), p.agent.restarts, p.app.restarts))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&after), names(&before), "no group pod restarted");
+    verify(ctx, "demo", &report, &[], 3);
+    ctx.wait_converged();
 }

@@ -97,6 +97,10 @@ pub const ALL: &[(&str, Scenario)] = &[
         lifecycle::a_terminating_pod_pushes_its_writes_before_its_app_exits,
     ),
     (
+        "helm_upgrade_from_the_previous_chart_upgrades_the_crd",
+        lifecycle::helm_upgrade_from_the_previous_chart_upgrades_the_crd,
+    ),
+    (
         "deleting_the_group_collects_everything",
         deleting_the_group_collects_everything,
     ),
