@@ -314,11 +314,11 @@ impl Cluster {
         serde_json::from_str(&self.kubectl(&a)).unwrap()
     }
 
-    /// `kubectl apply --server-side -f -` of a YAML text; returns kubectl's output.
-    pub fn apply_yaml_output(&self, yaml: &str) -> Output {
+    /// kubectl with `input` on its standard input; returns its output.
+    pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
         let mut child = Command::new("kubectl")
-            .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
+            .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -329,9 +329,17 @@ impl Cluster {
             .stdin
             .take()
             .unwrap()
-            .write_all(yaml.as_bytes())
+            .write_all(input.as_bytes())
             .unwrap();
         child.wait_with_output().unwrap()
+    }
+
+    /// `kubectl apply --server-side -f -` of a YAML text; returns kubectl's output.
+    pub fn apply_yaml_output(&self, yaml: &str) -> Output {
+        self.kubectl_with_input(
+            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            yaml,
+        )
     }
 
     pub fn apply_yaml(&self, yaml: &str) {

@@ -56,6 +56,13 @@ fn preload(pod: &Pod, token: &str, n: usize) -> Vec<Event> {
     events
 }
 
+/// Each pod's name and its containers' restart counts: equal before and after, nothing restarted.
+fn lives(pods: &[Pod]) -> Vec<(String, u64, u64)> {
+    pods.iter()
+        .map(|p| (p.name.clone(), p.agent.restarts, p.app.restarts))
+        .collect()
+}
+
 /// Every record an agent holds (`GET /` on its peer port) whose key passes `keep`.
 fn state_of(pod: &Pod, token: &str, keep: impl Fn(&str) -> bool) -> Map<String, Value> {
     let (status, body) = request(
@@ -267,12 +274,7 @@ pub fn an_operator_upgrade_restarts_no_group_pod(ctx: &Ctx) {
         "{metrics}"
     );
     let after = ctx.ready_pods(3);
-    let names = |p: &[Pod]| {
-        p.iter()
-            .map(|p| (p.name.clone(), p.agent.restarts, p.app.restarts))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(names(&after), names(&before), "no group pod restarted");
+    assert_eq!(lives(&after), lives(&before), "no group pod restarted");
     assert_eq!(ctx.group_status()["agentImage"], image);
     let report = workload.stop();
     verify(ctx, "demo", &report, &[], 3);
@@ -538,22 +540,10 @@ pub fn helm_upgrade_from_the_previous_chart_upgrades_the_crd(ctx: &Ctx) {
     assert!(!leftovers.status.success(), "the hook Job was deleted");
     // The new rules hold at once (a server-side dry run changes nothing).
     let bad = group_yaml(3, 310).replace("- name: app\n", "- name: c19-agent\n");
-    let mut child = std::process::Command::new("kubectl")
-        .args(["apply", "--server-side", "--dry-run=server", "-f", "-"])
-        .env("KUBECONFIG", &c.kubeconfig)
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(bad.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = c.kubectl_with_input(
+        &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+        &bad,
+    );
     assert!(!out.status.success(), "the CEL rules refuse it");
     assert!(String::from_utf8_lossy(&out.stderr).contains("reserved for the agent sidecar"));
 
@@ -561,12 +551,7 @@ pub fn helm_upgrade_from_the_previous_chart_upgrades_the_crd(ctx: &Ctx) {
     std::thread::sleep(Duration::from_secs(3));
     let report = workload.stop();
     let after = ctx.ready_pods(3);
-    let names = |p: &[Pod]| {
-        p.iter()
-            .map(|p| (p.name.clone(), p.agent.restarts, p.app.restarts))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(names(&after), names(&before), "no group pod restarted");
+    assert_eq!(lives(&after), lives(&before), "no group pod restarted");
     verify(ctx, "demo", &report, &[], 3);
     ctx.wait_converged();
 }
