@@ -499,7 +499,7 @@ fn the_dns_provider_resolves_a_name_into_peers() {
 fn a_joining_agent_is_ready_only_once_it_holds_the_groups_state() {
     let dir = TempDir::new("warm");
     let a = Agent::start(&dir, "127.22.0.1", &config("127.22.0.1", &[], 100, ""));
-    // 20,000 keys: five buckets of the copy.
+    // 20,000 keys: two buckets of the copy.
     for batch in 0..20 {
         let body: Vec<String> = (0..1000)
             .map(|i| format!("\"k{batch}-{i}\": {{\"value\": {i}}}"))
