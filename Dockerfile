@@ -7,8 +7,11 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-# Tests, benches and examples are not part of the image, but Cargo.toml names them.
+# Tests, benches, examples and the test harness (a workspace member) are not part of the image,
+# but Cargo.toml names them.
 COPY tests ./tests
+COPY harness ./harness
+COPY benches ./benches
 COPY crds ./crds
 RUN cargo build --release --locked --bin c19 \
  && cp target/release/c19 /c19
