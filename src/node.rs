@@ -67,6 +67,8 @@ pub struct Node {
     stopping: AtomicBool,
     /// When a peer last pushed to, synced with, or answered this agent (ms).
     last_contact: AtomicU64,
+    /// The store's tombstone lifetime (fixed): read on every peer contact without its lock.
+    tombstone_lifetime: u64,
     /// Since when (ms) this agent's state has followed its group without a gap; 0 until warm.
     member_since: AtomicU64,
     /// When the operator last sent a peer list (ms); 0 before the first.
@@ -80,6 +82,7 @@ pub struct Node {
 
 impl Node {
     pub fn new(store: Store, peers: Peers, client: PeerClient, settings: NodeSettings) -> Node {
+        let tombstone_lifetime = store.config().tombstone_lifetime;
         Node {
             id: fastrand::u32(..),
             store: RwLock::new(store),
@@ -90,6 +93,7 @@ impl Node {
             warmup: Mutex::new(Warmup::default()),
             stopping: AtomicBool::new(false),
             last_contact: AtomicU64::new(crate::state::now_ms()),
+            tombstone_lifetime,
             member_since: AtomicU64::new(0),
             operator_fed_at: AtomicU64::new(0),
             resync: Mutex::new(None),
@@ -132,7 +136,7 @@ impl Node {
     /// lifetime (an agent without peers is cut off from nobody: its clock of contact runs on).
     pub fn check_cut_off(&self, now: u64) {
         let last = self.last_contact.load(Ordering::Relaxed);
-        let lifetime = self.read().config().tombstone_lifetime;
+        let lifetime = self.tombstone_lifetime;
         let has_peers = !self.peers.is_empty();
         if !has_peers {
             self.last_contact.store(now, Ordering::Relaxed);

@@ -174,15 +174,17 @@ pub fn differing(ours: &[u64], theirs: &[u64]) -> HashSet<usize> {
 /// Merges a body map received from a peer; returns how many records changed the state.
 /// `share` is where a push's news goes on to, kept with the news it brought.
 pub fn apply(node: &Node, body: &[u8], spread: Spread, share: &Share) -> Result<usize, BodyError> {
-    apply_counted(node, body, spread, share).map(|(_, changed)| changed)
+    apply_counted(node, body, spread, share, None).map(|(_, changed)| changed)
 }
 
-/// [`apply`], returning how many records the body held as well: (received, changed).
+/// [`apply`], returning how many records the body held as well: (received, changed); with
+/// `seen`, it also collects their keys (a resync needs to know what the peer holds).
 pub fn apply_counted(
     node: &Node,
     body: &[u8],
     spread: Spread,
     share: &Share,
+    mut seen: Option<&mut HashSet<Box<str>>>,
 ) -> Result<(usize, usize), BodyError> {
     let entries = parse_batch(body, Origin::Peer, node.settings.peer_limits)?;
     let received = entries.len();
@@ -190,7 +192,13 @@ pub fn apply_counted(
     let mut store = node.write();
     let applied = entries
         .into_iter()
-        .map(|(k, e)| store.merge_incoming(&k, e, now, spread))
+        .map(|(k, e)| {
+            let changed = store.merge_incoming(&k, e, now, spread);
+            if let Some(seen) = seen.as_deref_mut() {
+                seen.insert(k.into_boxed_str());
+            }
+            changed
+        })
         .filter(|changed| *changed)
         .count();
     if spread == Spread::Forward {

@@ -13,7 +13,7 @@
 //! list arrives, or no member answers, for `warmup_timeout`, the agent reports ready with what it
 //! holds, and says so in `/readyz`, a warning and `c19_warmup_timed_out`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -270,9 +270,9 @@ pub async fn copy_from(
                 .client
                 .call(Method::GET, peer, "/", None, traffic)
                 .await?;
-            let (records, _) = apply_counted(node, &dump.body, Spread::Quiet, &Share::default())
-                .map_err(|e| protocol(e.to_string()))?;
-            collect_keys(&dump.body, seen.as_deref_mut()).map_err(protocol)?;
+            let (records, _) =
+                apply_counted(node, &dump.body, Spread::Quiet, &Share::default(), seen)
+                    .map_err(|e| protocol(e.to_string()))?;
             node.metrics.warmup_records.add(records as u64);
             return Ok(Copied {
                 records,
@@ -308,9 +308,14 @@ pub async fn copy_from(
                 traffic,
             )
             .await?;
-        let (records, _) = apply_counted(node, &reply.body, Spread::Quiet, &Share::default())
-            .map_err(|e| protocol(e.to_string()))?;
-        collect_keys(&reply.body, seen.as_deref_mut()).map_err(protocol)?;
+        let (records, _) = apply_counted(
+            node,
+            &reply.body,
+            Spread::Quiet,
+            &Share::default(),
+            seen.as_deref_mut(),
+        )
+        .map_err(|e| protocol(e.to_string()))?;
         received += records;
         node.metrics.warmup_records.add(records as u64);
     }
@@ -321,15 +326,6 @@ pub async fn copy_from(
         records: received,
         since: report.since,
     })
-}
-
-/// Adds the keys of a body map to `seen`, if given.
-fn collect_keys(body: &[u8], seen: Option<&mut HashSet<Box<str>>>) -> Result<(), String> {
-    let Some(seen) = seen else { return Ok(()) };
-    let map: HashMap<Box<str>, serde::de::IgnoredAny> =
-        serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    seen.extend(map.into_keys());
-    Ok(())
 }
 
 #[cfg(test)]

@@ -235,22 +235,24 @@ fn config_of(group: &C19Group) -> String {
 
 /// The hash of a group's agent config that its pod template carries.
 pub fn config_hash(group: &C19Group) -> String {
-    format!(
-        "{:016x}",
-        xxhash_rust::xxh64::xxh64(config_of(group).as_bytes(), 0)
-    )
+    hash_of(&config_of(group))
+}
+
+fn hash_of(config: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh64::xxh64(config.as_bytes(), 0))
 }
 
 /// The objects for a valid group.
 pub fn desired(group: &C19Group, settings: &Settings) -> Desired {
     let name = group.name_any();
     let names = Names::of(&name);
+    let config = config_of(group);
+    let config_hash = hash_of(&config);
     let config_map = ConfigMap {
         metadata: meta(group, &names.config_map),
-        data: Some([(CONFIG_FILE.to_string(), config_of(group))].into()),
+        data: Some([(CONFIG_FILE.to_string(), config)].into()),
         ..ConfigMap::default()
     };
-    let config_hash = config_hash(group);
     Desired {
         deployment: deployment(group, settings, &names, &config_hash),
         service: service(group, &names),
