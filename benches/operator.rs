@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use c19::connection::client::{PeerClient, Traffic};
 use c19::operator::agents::{feed_all, probe_all};
+use c19::operator::context::OperatorMetrics;
 use c19::operator::health::{Member, observe};
 use support::{Group, percentile, write_report};
 
@@ -51,7 +52,13 @@ async fn main() {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let obs = observe(
-                &probe_all(&client, Some("bench"), &members, &Traffic::default()).await,
+                &probe_all(
+                    &client,
+                    Some("bench"),
+                    &members,
+                    &OperatorMetrics::default(),
+                )
+                .await,
                 None,
             );
             if obs.reachable == n || Instant::now() > deadline {
@@ -75,7 +82,13 @@ async fn main() {
             assert!(failed.is_empty());
             let t = Instant::now();
             let obs = observe(
-                &probe_all(&client, Some("bench"), &members, &Traffic::default()).await,
+                &probe_all(
+                    &client,
+                    Some("bench"),
+                    &members,
+                    &OperatorMetrics::default(),
+                )
+                .await,
                 None,
             );
             probes.push(t.elapsed().as_secs_f64() * 1e3);

@@ -12,5 +12,6 @@ pub mod logging;
 pub mod metrics;
 pub mod node;
 pub mod operator;
+pub mod process;
 pub mod runtime;
 pub mod state;

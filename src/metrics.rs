@@ -19,6 +19,32 @@ impl Counter {
     }
 }
 
+/// Upper bounds (seconds) of the latency histograms: from a loopback answer to a probe timeout.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A latency histogram over [`LATENCY_BUCKETS`]: what a `histogram_quantile` panel needs.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations at or below each bound (not cumulative; summed when rendered).
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
 /// Builds an exposition: each family once, with its HELP and TYPE lines.
 #[derive(Debug, Default)]
 pub struct Exposition(String);
@@ -51,6 +77,23 @@ impl Exposition {
         self
     }
 
+    /// A histogram family: cumulative `_bucket` samples up to `+Inf`, then `_sum` and `_count`.
+    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) -> &mut Self {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(&h.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(self.0, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            self.0,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
+        self
+    }
+
     pub fn finish(&mut self) -> String {
         std::mem::take(&mut self.0)
     }
@@ -71,6 +114,41 @@ mod tests {
         assert_eq!(
             text,
             "# HELP c19_x_total Xs.\n# TYPE c19_x_total counter\nc19_x_total 3\n# HELP c19_y Ys.\n# TYPE c19_y gauge\nc19_y{kind=\"a\"} 1.5\n"
+        );
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(std::time::Duration::from_micros(800));
+        h.observe(std::time::Duration::from_millis(20));
+        h.observe(std::time::Duration::from_secs(5));
+        let text = Exposition::default()
+            .histogram("c19_t_seconds", "Ts.", &h)
+            .finish();
+        assert!(
+            text.contains("c19_t_seconds_bucket{le=\"0.001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("c19_t_seconds_bucket{le=\"0.01\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("c19_t_seconds_bucket{le=\"0.025\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("c19_t_seconds_bucket{le=\"2.5\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("c19_t_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("c19_t_seconds_sum 5.0208\nc19_t_seconds_count 3\n"),
+            "{text}"
         );
     }
 }

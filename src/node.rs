@@ -11,6 +11,8 @@ use crate::state::{Limits, Store};
 
 #[derive(Debug, Default)]
 pub struct GossipMetrics {
+    /// Entries the app wrote or deleted through the app API.
+    pub writes: Counter,
     pub pushes_sent: Counter,
     pub pushes_failed: Counter,
     pub syncs_sent: Counter,

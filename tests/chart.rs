@@ -309,8 +309,10 @@ fn bad_values_fail_at_install_time() {
 /// whatever this chart added since (`agentMetrics`): the templates must not need them.
 #[test]
 fn values_of_an_older_release_still_render() {
-    let objects = render(&["agentMetrics=null"]);
+    let objects = render(&["agentMetrics=null", "alerts=null", "dashboard=null"]);
     assert!(find(&objects, "PodMonitor").is_empty());
+    assert!(find(&objects, "PrometheusRule").is_empty());
+    assert!(find(&objects, "ConfigMap").is_empty());
     let deployment = find(&objects, "Deployment")[0];
     let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         .as_array()
@@ -320,4 +322,48 @@ fn values_of_an_older_release_still_render() {
         .find(|e| e["name"] == "C19_AGENT_METRICS_NAMESPACE")
         .unwrap();
     assert_eq!(metrics_ns["value"], "");
+}
+
+/// The PrometheusRule and the dashboard ConfigMap carry exactly the files tests/monitoring.rs
+/// checks with promtool; the scrape configs label series the way their queries expect.
+#[test]
+fn alerts_and_dashboard_ship_the_tested_files() {
+    let defaults = render(&[]);
+    assert!(find(&defaults, "PrometheusRule").is_empty());
+    assert!(find(&defaults, "ConfigMap").is_empty());
+
+    let objects = render(&[
+        "alerts.enabled=true",
+        "alerts.labels.release=prometheus",
+        "dashboard.enabled=true",
+        "dashboard.namespace=grafana",
+        "metrics.serviceMonitor.enabled=true",
+        "agentMetrics.podMonitor.enabled=true",
+    ]);
+    let file = |name: &str| std::fs::read_to_string(format!("{CHART}/files/{name}")).unwrap();
+
+    let rule = find(&objects, "PrometheusRule")[0];
+    assert_eq!(rule["metadata"]["labels"]["release"], "prometheus");
+    let alerts: Value = serde_yaml::from_str(&file("alerts.yaml")).unwrap();
+    assert_eq!(rule["spec"], alerts);
+
+    let dashboard = find(&objects, "ConfigMap")[0];
+    assert_eq!(dashboard["metadata"]["namespace"], "grafana");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value =
+        serde_json::from_str(dashboard["data"]["c19-groups.json"].as_str().unwrap()).unwrap();
+    let source: Value = serde_json::from_str(&file("dashboard.json")).unwrap();
+    assert_eq!(shipped, source);
+
+    // Per-group operator series name the group's namespace, not the operator's.
+    let monitor = find(&objects, "ServiceMonitor")[0];
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
+    // Agent series carry their group as c19_group.
+    let pods = find(&objects, "PodMonitor")[0];
+    let relabel = &pods["spec"]["podMetricsEndpoints"][0]["relabelings"][0];
+    assert_eq!(
+        relabel["sourceLabels"][0],
+        "__meta_kubernetes_pod_label_c19_dev_group"
+    );
+    assert_eq!(relabel["targetLabel"], "c19_group");
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use c19::connection::client::{PeerClient, Traffic};
 use c19::operator::agents::{feed_all, probe_all};
+use c19::operator::context::OperatorMetrics;
 use c19::operator::health::{Member, Observation, Probe, observe};
 use common::*;
 use hyper::StatusCode;
@@ -34,9 +35,8 @@ async fn round(
     members: &[Member],
     previous: Option<&Observation>,
 ) -> Observation {
-    let traffic = Traffic::default();
     observe(
-        &probe_all(client, Some(TOKEN), members, &traffic).await,
+        &probe_all(client, Some(TOKEN), members, &OperatorMetrics::default()).await,
         previous,
     )
 }
@@ -151,7 +151,7 @@ async fn agents_without_a_digest_endpoint_are_probed_through_their_full_map() {
             address: ours.peer(),
         },
     ];
-    let results = probe_all(&client, None, &members, &Traffic::default()).await;
+    let results = probe_all(&client, None, &members, &OperatorMetrics::default()).await;
     let (Probe::Answered(legacy), Probe::Answered(ours)) = (&results[0].1, &results[1].1) else {
         panic!("{results:?}")
     };
@@ -188,7 +188,7 @@ async fn an_agent_answering_garbage_is_reported_not_fatal() {
         },
     ];
     let client = PeerClient::new(None, Duration::from_millis(500));
-    let results = probe_all(&client, None, &members, &Traffic::default()).await;
+    let results = probe_all(&client, None, &members, &OperatorMetrics::default()).await;
     let Probe::Unreachable(why) = &results[0].1 else {
         panic!("{results:?}")
     };

@@ -46,6 +46,7 @@ fn put_batch(node: &Node, body: &[u8]) -> Response {
         Err(e) => return http::error(StatusCode::BAD_REQUEST, e),
     };
     let now = now_ms();
+    node.metrics.writes.add(entries.len() as u64);
     let mut store = node.write();
     for (key, entry) in entries {
         store.write_local(&key, entry, now);
@@ -56,6 +57,7 @@ fn put_batch(node: &Node, body: &[u8]) -> Response {
 fn put_one(node: &Node, key: &str, body: &[u8]) -> Response {
     match body::parse_entry(body, key, node.settings.app_limits) {
         Ok(entry) => {
+            node.metrics.writes.inc();
             node.write().write_local(key, entry, now_ms());
             http::empty(StatusCode::NO_CONTENT)
         }
@@ -71,6 +73,7 @@ fn delete(node: &Node, key: &str) -> Response {
             format!("key is longer than {max} bytes"),
         );
     }
+    node.metrics.writes.inc();
     node.write().delete_local(key, now_ms());
     http::empty(StatusCode::NO_CONTENT)
 }

@@ -13,6 +13,7 @@ use super::warmup::{BucketRequest, Phase, Warmed};
 use crate::http::{self, Request, Response};
 use crate::metrics::Exposition;
 use crate::node::Node;
+use crate::process;
 use crate::state::{Share, Spread, now_ms};
 
 /// What the operator's health probe reads.
@@ -340,6 +341,11 @@ pub fn metrics(node: &Node) -> String {
             f64::from(u8::from(node.is_ready())),
         )
         .counter(
+            "c19_writes_total",
+            "Entries the app wrote or deleted through the app API.",
+            m.writes.get(),
+        )
+        .counter(
             "c19_pushes_sent_total",
             "Pushes of changed entries sent to peers.",
             m.pushes_sent.get(),
@@ -438,6 +444,20 @@ pub fn metrics(node: &Node) -> String {
             "c19_warmup_seconds",
             "How long the warm-up took (NaN until it ends).",
             took,
+        )
+        .gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            process::resident_memory_bytes().map_or(f64::NAN, |b| b as f64),
+        )
+        .family(
+            "c19_memory_limit_bytes",
+            "The agent container's memory limit (absent when unlimited).",
+            "gauge",
+            &process::memory_limit_bytes()
+                .map(|b| ("", b as f64))
+                .into_iter()
+                .collect::<Vec<_>>(),
         )
         .finish()
 }

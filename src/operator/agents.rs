@@ -1,12 +1,13 @@
 //! Talking to a group's agents: the health probe (digest, or the full dump for agents without a
 //! digest endpoint) and the peer-list feed, with timeouts, bounded concurrency and retries.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use hyper::{Method, StatusCode};
 
+use super::context::OperatorMetrics;
 use super::health::{Member, Probe};
 use crate::connection::api::{DigestReport, PeerList};
 use crate::connection::client::{ClientError, PeerClient, Traffic};
@@ -18,16 +19,23 @@ pub const UNKNOWN_PEERS: usize = usize::MAX;
 /// Requests in flight per round, across a group.
 pub const CONCURRENCY: usize = 32;
 
-/// Probes every member; the answer order follows `members`.
+/// Probes every member; the answer order follows `members`. Counts the probes, the members that
+/// did not answer, the bytes and each probe's latency in `metrics`.
 pub async fn probe_all(
     client: &PeerClient,
     token: Option<&str>,
     members: &[Member],
-    traffic: &Traffic,
+    metrics: &OperatorMetrics,
 ) -> Vec<(Member, Probe)> {
     futures::stream::iter(members.iter().cloned())
         .map(|m| async move {
-            let p = probe(client, token, &m.address, traffic).await;
+            let started = Instant::now();
+            let p = probe(client, token, &m.address, &metrics.traffic).await;
+            metrics.probe_latency.observe(started.elapsed());
+            metrics.probes.inc();
+            if matches!(p, Probe::Unreachable(_)) {
+                metrics.probes_failed.inc();
+            }
             (m, p)
         })
         .buffered(CONCURRENCY)

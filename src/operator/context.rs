@@ -1,7 +1,7 @@
 //! What every part of the operator shares: the client, settings, metrics and the last health
 //! observation of every group.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use kube::runtime::events::Reporter;
@@ -10,7 +10,7 @@ use super::desired::Settings;
 use super::health::Observation;
 use super::members::GroupKey;
 use crate::connection::client::Traffic;
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Histogram};
 
 #[derive(Debug, Default)]
 pub struct OperatorMetrics {
@@ -21,6 +21,8 @@ pub struct OperatorMetrics {
     pub writes: Counter,
     pub probes: Counter,
     pub probes_failed: Counter,
+    /// How long each agent took to answer its health probe.
+    pub probe_latency: Histogram,
     pub peer_feeds: Counter,
     pub peer_feeds_failed: Counter,
     pub traffic: Traffic,
@@ -32,6 +34,8 @@ pub struct Context {
     pub reporter: Reporter,
     pub metrics: OperatorMetrics,
     pub observations: Mutex<HashMap<GroupKey, Observation>>,
+    /// Groups whose Deployment was rolling out at their last reconcile.
+    pub rolling_out: Mutex<HashSet<GroupKey>>,
 }
 
 impl Context {
@@ -42,6 +46,7 @@ impl Context {
             reporter,
             metrics: OperatorMetrics::default(),
             observations: Mutex::default(),
+            rolling_out: Mutex::default(),
         }
     }
 
@@ -64,5 +69,15 @@ impl Context {
             .lock()
             .expect("observations lock")
             .remove(key);
+        self.set_rolling_out(key, false);
+    }
+
+    pub fn set_rolling_out(&self, key: &GroupKey, rolling: bool) {
+        let mut all = self.rolling_out.lock().expect("rollouts lock");
+        if rolling {
+            all.insert(key.clone());
+        } else {
+            all.remove(key);
+        }
     }
 }

@@ -161,13 +161,7 @@ impl Observer {
                 );
             }
         }
-        let results = probe_all(&self.client, Some(&token), members, &metrics.traffic).await;
-        metrics.probes.add(results.len() as u64);
-        let failed = results
-            .iter()
-            .filter(|(_, p)| matches!(p, super::health::Probe::Unreachable(_)))
-            .count();
-        metrics.probes_failed.add(failed as u64);
+        let results = probe_all(&self.client, Some(&token), members, metrics).await;
         let observation = observe(&results, previous.as_ref());
         if self.ctx.observe(key.clone(), observation) {
             let _ = self.trigger.try_send(ObjectRef::from_obj(group));

@@ -116,6 +116,7 @@ async fn reconcile_inner(group: &C19Group, ctx: &Context) -> Result<Action, Reco
             }
         }
     };
+    ctx.set_rolling_out(&(ns.clone(), name.clone()), facts.rollout.is_some());
     update_status(group, ctx, &ns, &facts).await?;
     Ok(Action::requeue(RESYNC))
 }

@@ -616,7 +616,34 @@ spec:
         ]);
         assert!(metrics.contains("c19_warm 1"), "{}: {metrics}", p.name);
         assert!(metrics.contains("c19_keys "), "{metrics}");
+        // The memory alert's two series, read by the agent from its own container: the limit
+        // is the operator's default for the agent (256Mi).
+        assert!(
+            metrics.contains("\nc19_memory_limit_bytes 268435456\n"),
+            "{}: {metrics}",
+            p.name
+        );
+        let rss = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(rss.is_some_and(|b| b > 1e6), "{}: {metrics}", p.name);
     }
+    // The operator's per-group series that the dashboard and the alerts select on.
+    let operator = ctx.operator();
+    let labels = r#"{namespace="default",c19_group="demo"}"#;
+    eventually("the operator's per-group series", T, || {
+        let m = ctx.operator_metrics(&operator);
+        [
+            format!("c19_operator_group_converged{labels} 1"),
+            format!("c19_operator_group_members{labels} 3"),
+            format!("c19_operator_group_members_unreachable{labels} 0"),
+            format!("c19_operator_group_rolling_out{labels} 0"),
+        ]
+        .iter()
+        .all(|line| m.lines().any(|l| l == line))
+        .then_some(())
+    });
     let policy = c.json(&["get", "networkpolicy", "demo-c19"]);
     let rules = &policy["spec"]["ingress"];
     assert_eq!(rules[1]["ports"][0]["port"], 9097, "{policy}");
