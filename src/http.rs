@@ -1,23 +1,27 @@
-//! What both HTTP servers share: one request shape, JSON replies, bounded body reading, serving
+//! What the HTTP servers share: one request shape, JSON replies, bounded body reading, serving
 //! on an already bound listener (so a port that cannot be bound is an error at start, not a
 //! panic or a silent agent without replication).
+//!
+//! Requests are extracted and answered through a warp filter; the connections are c19's own
+//! (hyper's HTTP/1.1 connection with TCP_NODELAY, a header timeout and a bounded drain at
+//! shutdown), which warp's server does not let one set.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Incoming};
+use futures::{Stream, StreamExt};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use warp::Filter;
+use warp::filters::path::FullPath;
 
-pub type Response = hyper::Response<Full<Bytes>>;
+pub type Response = warp::reply::Response;
 
 /// The header in which a push names the peers its receiver is to pass the news on to.
 pub const SHARE: &str = "c19-share";
@@ -32,10 +36,15 @@ pub struct Request {
     pub method: Method,
     /// The raw (still percent-encoded) path, starting with `/`.
     pub path: String,
+    /// The raw query string (after `?`; empty without one).
+    pub query: String,
     /// The `Authorization` header.
     pub authorization: Option<String>,
     /// The `c19-share` header of a push between agents.
     pub share: Option<String>,
+    /// The preconditions of a conditional request (`If-Match`, `If-None-Match`).
+    pub if_match: Option<String>,
+    pub if_none_match: Option<String>,
     pub body: Bytes,
 }
 
@@ -107,11 +116,13 @@ pub fn text(body: String) -> Response {
     r
 }
 
-/// Reads a body, refusing with 413 as soon as it is known to exceed `limit` bytes.
-async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Response>
+/// Reads a body, refusing with 413 as soon as it is known to exceed `limit` bytes (`declared`:
+/// its Content-Length).
+async fn read_body<S, B, E>(body: S, declared: Option<u64>, limit: usize) -> Result<Bytes, Response>
 where
-    B: Body,
-    B::Error: std::fmt::Display,
+    S: Stream<Item = Result<B, E>>,
+    B: Buf,
+    E: std::fmt::Display,
 {
     let too_large = || {
         error(
@@ -119,18 +130,14 @@ where
             format!("body larger than {limit} bytes"),
         )
     };
-    let declared = body.size_hint().exact();
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
     let mut body = std::pin::pin!(body);
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading body: {e}")))?;
-        let Ok(mut chunk) = frame.into_data() else {
-            continue; // trailers carry nothing c19 reads
-        };
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| error(StatusCode::BAD_REQUEST, format!("reading body: {e}")))?;
         if buf.len() + chunk.remaining() > limit {
             return Err(too_large());
         }
@@ -152,40 +159,91 @@ fn header_text(headers: &HeaderMap, name: &'static str) -> Result<Option<String>
         .transpose()
 }
 
-/// Turns a hyper request into a [`Request`] (body read within `limit`) and answers it. Only the
-/// headers c19 uses are copied, rather than every header of every request.
-async fn answer<H, Fut>(req: hyper::Request<Incoming>, limit: usize, handler: H) -> Response
+/// The parts of a request warp extracts for [`answer`].
+struct Parts {
+    method: Method,
+    path: FullPath,
+    query: String,
+    headers: HeaderMap,
+}
+
+/// Turns the extracted parts into a [`Request`] (body read within `limit`) and answers it. Only
+/// the headers c19 uses are kept.
+async fn answer<S, B, E, H, Fut>(parts: Parts, body: S, limit: usize, handler: H) -> Response
 where
+    S: Stream<Item = Result<B, E>>,
+    B: Buf,
+    E: std::fmt::Display,
     H: Fn(Request) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let (parts, body) = req.into_parts();
-    let headers = (
-        header_text(&parts.headers, "authorization"),
-        header_text(&parts.headers, SHARE),
-    );
-    let (authorization, share) = match headers {
-        (Ok(authorization), Ok(share)) => (authorization, share),
-        (Err(name), _) | (_, Err(name)) => {
+    let h = &parts.headers;
+    let headers = (|| {
+        Ok::<_, &'static str>((
+            header_text(h, "authorization")?,
+            header_text(h, SHARE)?,
+            header_text(h, "if-match")?,
+            header_text(h, "if-none-match")?,
+        ))
+    })();
+    let (authorization, share, if_match, if_none_match) = match headers {
+        Ok(found) => found,
+        Err(name) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 format!("header {name} is not visible ASCII"),
             );
         }
     };
-    match read_body(body, limit).await {
+    let declared = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    match read_body(body, declared, limit).await {
         Ok(body) => {
             handler(Request {
                 method: parts.method,
-                path: parts.uri.path().to_owned(),
+                path: parts.path.as_str().to_owned(),
+                query: parts.query,
                 authorization,
                 share,
+                if_match,
+                if_none_match,
                 body,
             })
             .await
         }
         Err(response) => response,
     }
+}
+
+/// The warp filter that extracts a request's parts and body and answers it with `handler`.
+fn routes<H, Fut>(
+    limit: usize,
+    handler: H,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone + Send + Sync + 'static
+where
+    H: Fn(Request) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::method()
+        .and(warp::path::full())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .map(|method, path, query, headers| Parts {
+            method,
+            path,
+            query,
+            headers,
+        })
+        .and(warp::body::stream())
+        .then(move |parts, body| answer(parts, body, limit, handler.clone()))
+        // Every request is answered by the handler: nothing above rejects.
+        .recover(|_| async {
+            Ok::<_, std::convert::Infallible>(error(StatusCode::BAD_REQUEST, "unreadable request"))
+        })
+        .unify()
 }
 
 /// How long open connections get to finish their request at shutdown: a client that sends its
@@ -210,6 +268,7 @@ pub async fn serve<H, Fut>(
     // hyper enforces that only with a timer.
     builder.timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    let service = warp::service(routes(limit, handler));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -225,11 +284,7 @@ pub async fn serve<H, Fut>(
         // Answers are written whole; waiting for an ACK before sending the next would only
         // add latency.
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(answer(req, limit, handler).await) }
-        });
+        let service = TowerToHyperService::new(service.clone());
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -277,18 +332,15 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused() {
-        use http_body_util::StreamBody;
-        use hyper::body::Frame;
         let chunks = || {
-            StreamBody::new(futures::stream::iter((0..3).map(|_| {
-                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"12345")))
-            })))
+            futures::stream::iter(
+                (0..3).map(|_| Ok::<_, std::convert::Infallible>(Bytes::from_static(b"12345"))),
+            )
         };
-        assert_eq!(read_body(chunks(), 15).await.unwrap().len(), 15);
-        let r = read_body(chunks(), 14).await.unwrap_err();
+        assert_eq!(read_body(chunks(), None, 15).await.unwrap().len(), 15);
+        let r = read_body(chunks(), None, 14).await.unwrap_err();
         assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let declared = Full::new(Bytes::from(vec![0u8; 100]));
-        let r = read_body(declared, 14).await;
+        let r = read_body(chunks(), Some(100), 14).await;
         assert_eq!(r.unwrap_err().status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 }
