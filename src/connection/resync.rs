@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::node::Node;
+use crate::state::now_ms;
 
 /// Whether an agent whose last contact with a peer was at `last` (ms) is cut off at `now` for
 /// longer than `lifetime`. An agent with no peers is cut off from nobody.
@@ -40,7 +41,7 @@ pub async fn run(node: Arc<Node>) {
             Ok(copied) if vouches(copied.since, horizon) => {
                 let older = node.read().keys_written_before(horizon);
                 let stale = to_forget(older, &seen);
-                let forgotten = node.write().forget(stale.iter().map(|k| &**k));
+                let forgotten = node.write().forget(stale.iter().map(|k| &**k), now_ms());
                 node.metrics.records_forgotten.add(forgotten as u64);
                 node.metrics.resyncs.inc();
                 tracing::warn!(

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod digest;
+pub mod feed;
 pub mod record;
 pub mod seeder;
 pub mod share;

@@ -7,8 +7,15 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::body::Incoming;
 use super::digest::{FINE_BUCKETS, fine_bucket};
+use super::feed::{ChangeKind, Feed};
 use super::record::{Record, write_key};
 use super::share::Share;
+
+mod pages;
+mod watch;
+
+/// Changes the feed keeps for watchers that reconnect, by default.
+pub const DEFAULT_WATCH_HISTORY: usize = 16_384;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -110,6 +117,11 @@ pub struct Store {
     forward_share: Share,
     /// When the state last changed (ms): anti-entropy waits for a quiet state.
     last_change: u64,
+    /// The changes watchers read (recording from the first watch on).
+    feed: Feed,
+    /// Every stored key in order, built at the first listing and kept from then on: a hash map
+    /// serves reads and writes, this serves prefix pages.
+    ordered: Option<BTreeSet<Box<str>>>,
     /// How many records have changed the state so far: how fast it is changing.
     changes: u64,
 }
@@ -130,7 +142,14 @@ impl Store {
             forward_share: Share::default(),
             last_change: 0,
             changes: 0,
+            feed: Feed::new(fastrand::u64(..), DEFAULT_WATCH_HISTORY),
+            ordered: None,
         }
+    }
+
+    /// How many changes the feed keeps for watchers that reconnect.
+    pub fn set_watch_history(&mut self, changes: usize) {
+        self.feed = Feed::new(self.feed.position().epoch, changes);
     }
 
     pub fn config(&self) -> StoreConfig {
@@ -203,6 +222,10 @@ impl Store {
                 return false;
             }
         }
+        let watched = self.feed.is_active();
+        if watched {
+            self.announce_expiries(now);
+        }
         let fingerprint = record.fingerprint(key);
         let slot = Slot {
             record,
@@ -213,8 +236,17 @@ impl Store {
         // An overwrite replaces the slot in place: no new key allocation.
         let old = match self.entries.get_mut(key) {
             Some(current) => Some(std::mem::replace(current, slot)),
-            None => self.entries.insert(key.into(), slot),
+            None => {
+                if let Some(ordered) = &mut self.ordered {
+                    ordered.insert(key.into());
+                }
+                self.entries.insert(key.into(), slot)
+            }
         };
+        if watched {
+            let was_live = old.as_ref().is_some_and(|o| o.record.is_live(now));
+            self.announce(key, was_live, now);
+        }
         // The old record's share goes first: when both expire at the same moment, their
         // expiry entries are equal, and removing the old one after adding the new one would
         // drop the new one's (an expired value would then count as live in the digest).
@@ -275,11 +307,17 @@ impl Store {
     /// Forgets records outright, leaving no tombstone: for an agent back from a cut-off longer
     /// than the tombstone lifetime, whose peers no longer remember what they deleted (see
     /// `connection::resync`). Returns how many it held.
-    pub fn forget<'a>(&mut self, keys: impl IntoIterator<Item = &'a str>) -> usize {
+    pub fn forget<'a>(&mut self, keys: impl IntoIterator<Item = &'a str>, now: u64) -> usize {
+        self.announce_expiries(now);
         let mut forgotten = 0;
         for key in keys {
             if let Some(slot) = self.entries.remove(key) {
                 self.account(key, slot.footprint(), false);
+                self.unindex(key);
+                if slot.record.is_live(now) {
+                    self.feed
+                        .publish(ChangeKind::Delete, key, &Record::tombstone(slot.record.ts));
+                }
                 forgotten += 1;
             }
             self.changed.remove(key);
@@ -300,6 +338,7 @@ impl Store {
         for key in &dead {
             if let Some(slot) = self.entries.remove(key) {
                 self.account(key, slot.footprint(), false);
+                self.unindex(key);
             }
             self.changed.remove(key);
             self.forwarded.remove(key);
