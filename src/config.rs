@@ -70,6 +70,12 @@ pub struct AgentConfig {
     /// Entries in one app batch: bounded so that one request cannot hold the state for long.
     #[serde(default = "default_max_batch")]
     pub max_batch_entries: usize,
+    /// Watch streams served at once; one more is answered 503.
+    #[serde(default = "default_max_watchers")]
+    pub max_watchers: usize,
+    /// Changes kept for watchers that reconnect with the position they stopped at.
+    #[serde(default = "default_watch_history")]
+    pub watch_history: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -217,6 +223,12 @@ fn default_max_key() -> usize {
 fn default_max_batch() -> usize {
     1_000_000
 }
+fn default_max_watchers() -> usize {
+    256
+}
+fn default_watch_history() -> usize {
+    crate::state::store::DEFAULT_WATCH_HISTORY
+}
 fn default_purge_interval() -> u64 {
     60_000
 }
@@ -306,7 +318,7 @@ impl Config {
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let c = &self.spec.connection;
         let s = &self.spec.state;
-        let checks: [(bool, &'static str, &str); 11] = [
+        let checks: [(bool, &'static str, &str); 13] = [
             (
                 self.version == "0.1",
                 "version",
@@ -352,6 +364,16 @@ impl Config {
                 self.spec.agent.max_body_bytes > 0,
                 "spec.agent.max_body_bytes",
                 "must be positive",
+            ),
+            (
+                self.spec.agent.max_watchers > 0,
+                "spec.agent.max_watchers",
+                "must be at least 1",
+            ),
+            (
+                self.spec.agent.watch_history > 0,
+                "spec.agent.watch_history",
+                "must be at least 1",
             ),
             (
                 self.spec.agent.max_batch_entries > 0,

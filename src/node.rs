@@ -1,6 +1,6 @@
 //! What the app API, the peer API and the gossip loops of one agent share.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::connection::client::{PeerClient, Traffic};
@@ -8,6 +8,7 @@ use crate::connection::peers::Peers;
 use crate::connection::warmup::{Phase, Warmed, Warmup};
 use crate::metrics::Counter;
 use crate::state::{Limits, Store};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Default)]
 pub struct GossipMetrics {
@@ -24,6 +25,9 @@ pub struct GossipMetrics {
     /// Records received while copying a member's state at start.
     pub warmup_records: Counter,
     pub prestop_flushes: Counter,
+    /// Reset lines sent to watchers, and watchers dropped for falling behind.
+    pub watch_resets: Counter,
+    pub watchers_dropped: Counter,
     /// Resyncs after a cut-off longer than the tombstone lifetime, and the records they forgot.
     pub resyncs: Counter,
     pub records_forgotten: Counter,
@@ -52,6 +56,8 @@ pub struct NodeSettings {
     pub quiet_ms: u64,
     /// Peers contacted per push round (`connection.r0`): the fanout of an out-of-round flush too.
     pub r0: usize,
+    /// Watch streams served at once (`agent.max_watchers`).
+    pub max_watchers: usize,
 }
 
 #[derive(Debug)]
@@ -80,6 +86,10 @@ pub struct Node {
     resync: Mutex<Option<u64>>,
     /// Set by the gossip loop: the state has changed only slowly over the last rounds.
     calm: AtomicBool,
+    /// Watch streams open now.
+    pub watchers: AtomicUsize,
+    /// Cancelled at shutdown: watch streams end so that their connections can drain.
+    pub closing: CancellationToken,
 }
 
 impl Node {
@@ -100,6 +110,8 @@ impl Node {
             operator_fed_at: AtomicU64::new(0),
             resync: Mutex::new(None),
             calm: AtomicBool::new(true),
+            watchers: AtomicUsize::new(0),
+            closing: CancellationToken::new(),
         }
     }
 
@@ -176,6 +188,7 @@ impl Node {
     /// Stops reporting ready, at shutdown.
     pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        self.closing.cancel();
     }
 
     pub fn warmup(&self) -> MutexGuard<'_, Warmup> {

@@ -79,6 +79,7 @@ pub async fn run_agent(
         default_ttl: spec.state.ttl,
         tombstone_lifetime: spec.state.tombstone_lifetime,
     });
+    store.set_watch_history(spec.agent.watch_history);
     if let Some(DataSeederConfig::File { filename }) = &spec.state.data_seeder {
         let entries = seeder::load(filename, app_limits)?;
         let now = now_ms();
@@ -111,6 +112,7 @@ pub async fn run_agent(
         target_port,
         quiet_ms: QUIET_ROUNDS * spec.connection.push_interval,
         r0: spec.connection.r0,
+        max_watchers: spec.agent.max_watchers,
     };
     let client = PeerClient::new(token, Duration::from_millis(spec.connection.timeout));
     let peers = Peers::new(own_addresses(peer_addr, &me));
@@ -166,6 +168,7 @@ pub async fn run_agent(
         ))
     });
     let gossip = tokio::spawn(gossip::run(node.clone(), gossip_config, stop.clone()));
+    let expiries = tokio::spawn(crate::agent::watch::expiry_loop(node.clone(), stop.clone()));
     // Ready (`/readyz`) once warm: holding the group's state as of this start.
     let warmup = tokio::spawn(warmup::run(
         node.clone(),
@@ -187,7 +190,7 @@ pub async fn run_agent(
     tracing::info!("shutting down: no new requests, pushing what is not yet pushed");
     node.set_stopping();
     stop.cancel();
-    let _ = tokio::join!(app, peer, gossip, purge, warmup);
+    let _ = tokio::join!(app, peer, gossip, purge, warmup, expiries);
     if let Some(metrics) = metrics {
         let _ = metrics.await;
     }

@@ -44,6 +44,7 @@ fn node() -> Arc<Node> {
             target_port: 4097,
             quiet_ms: 1000,
             r0: 3,
+            max_watchers: 1,
         },
     ))
 }

@@ -1,11 +1,22 @@
 //! The app API (3097): what the application next to the agent reads and writes.
 //!
 //! Writes are applied before the reply, so an app always reads its own acknowledged writes;
-//! invalid bodies are refused whole with a 400 that names the entry and field.
+//! invalid bodies are refused whole with a 400 that names the entry and field. Besides C19 0.1's
+//! reads and writes: prefix pages ([`list`]), watch streams ([`watch`]) and conditional writes
+//! on single keys ([`conditional`]).
+
+pub mod conditional;
+pub mod list;
+pub mod query;
+pub mod watch;
 
 use std::sync::Arc;
 
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
+
+use conditional::{Failed, PreconditionError, Preconditions, etag};
+use query::Query;
 
 use crate::http::{self, Request, Response};
 use crate::node::Node;
@@ -16,25 +27,76 @@ pub async fn handle(node: Arc<Node>, req: Request) -> Response {
         Ok(k) => k,
         Err(response) => return *response,
     };
-    match (&req.method, key.is_empty()) {
-        (&Method::GET, true) => http::json(StatusCode::OK, node.read().dump(now_ms(), false)),
-        (&Method::GET, false) => get(&node, &key),
-        (&Method::PUT, true) => put_batch(&node, &req.body),
-        (&Method::PUT, false) => put_one(&node, &key, &req.body),
-        (&Method::DELETE, false) => delete(&node, &key),
-        (_, true) => http::method_not_allowed("GET, PUT"),
-        (_, false) => http::method_not_allowed("GET, PUT, DELETE"),
+    let query = match Query::parse(&req.query) {
+        Ok(q) => q,
+        Err(e) => return http::error(StatusCode::BAD_REQUEST, e),
+    };
+    let pre = match Preconditions::parse(req.if_match.as_deref(), req.if_none_match.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return http::error(StatusCode::BAD_REQUEST, e),
+    };
+    let single = !key.is_empty();
+    if !single && !pre.is_empty() {
+        return http::error(StatusCode::BAD_REQUEST, PreconditionError::Batch);
+    }
+    let watching = query.has("watch");
+    if !query.is_empty() && !(req.method == Method::GET && (watching || !single)) {
+        return http::error(
+            StatusCode::BAD_REQUEST,
+            "query parameters apply to GET / (listing, watch) and GET /<key>?watch only",
+        );
+    }
+    match (&req.method, single) {
+        (&Method::GET, _) if watching => watch::watch(&node, single.then_some(key), &query),
+        (&Method::GET, false) if query.is_empty() => {
+            http::json(StatusCode::OK, node.read().dump(now_ms(), false))
+        }
+        (&Method::GET, false) => list::list(&node, &query),
+        (&Method::GET, true) => get(&node, &key, &pre),
+        (&Method::PUT, false) => put_batch(&node, &req.body),
+        (&Method::PUT, true) => put_one(&node, &key, &req.body, &pre),
+        (&Method::DELETE, true) => delete(&node, &key, &pre),
+        (_, false) => http::method_not_allowed("GET, PUT"),
+        (_, true) => http::method_not_allowed("GET, PUT, DELETE"),
     }
 }
 
-fn get(node: &Node, key: &str) -> Response {
+fn with_etag(mut r: Response, tag: Option<u64>) -> Response {
+    if let Some(tag) = tag {
+        let value = HeaderValue::from_str(&etag(tag)).expect("hex is a header value");
+        r.headers_mut().insert(header::ETAG, value);
+    }
+    r
+}
+
+fn failed(how: Failed, key: &str, current: Option<u64>) -> Response {
+    let r = match how {
+        Failed::NotModified => http::empty(StatusCode::NOT_MODIFIED),
+        Failed::Precondition => http::error(
+            StatusCode::PRECONDITION_FAILED,
+            match current {
+                Some(tag) => format!("precondition failed: {key:?} is at {}", etag(tag)),
+                None => format!("precondition failed: {key:?} has no value"),
+            },
+        ),
+    };
+    with_etag(r, current)
+}
+
+fn get(node: &Node, key: &str, pre: &Preconditions) -> Response {
+    let now = now_ms();
     let store = node.read();
-    match store.get(key, now_ms()) {
-        Some(record) => {
+    let found = store.get_tagged(key, now);
+    let current = found.map(|(_, tag)| tag);
+    if let Err(how) = pre.check(current, true) {
+        return failed(how, key, current);
+    }
+    match found {
+        Some((record, tag)) => {
             let mut out = Vec::with_capacity(64);
             record.write_json(&mut out);
             drop(store);
-            http::json(StatusCode::OK, out)
+            with_etag(http::json(StatusCode::OK, out), Some(tag))
         }
         None => http::error(StatusCode::NOT_FOUND, "key not found"),
     }
@@ -54,18 +116,27 @@ fn put_batch(node: &Node, body: &[u8]) -> Response {
     http::empty(StatusCode::NO_CONTENT)
 }
 
-fn put_one(node: &Node, key: &str, body: &[u8]) -> Response {
-    match body::parse_entry(body, key, node.settings.app_limits) {
-        Ok(entry) => {
-            node.metrics.writes.inc();
-            node.write().write_local(key, entry, now_ms());
-            http::empty(StatusCode::NO_CONTENT)
+fn put_one(node: &Node, key: &str, body: &[u8], pre: &Preconditions) -> Response {
+    let entry = match body::parse_entry(body, key, node.settings.app_limits) {
+        Ok(entry) => entry,
+        Err(e) => return http::error(StatusCode::BAD_REQUEST, e),
+    };
+    let now = now_ms();
+    let mut store = node.write();
+    if !pre.is_empty() {
+        let current = store.etag(key, now);
+        if let Err(how) = pre.check(current, false) {
+            return failed(how, key, current);
         }
-        Err(e) => http::error(StatusCode::BAD_REQUEST, e),
     }
+    node.metrics.writes.inc();
+    store.write_local(key, entry, now);
+    let tag = store.etag(key, now);
+    drop(store);
+    with_etag(http::empty(StatusCode::NO_CONTENT), tag)
 }
 
-fn delete(node: &Node, key: &str) -> Response {
+fn delete(node: &Node, key: &str, pre: &Preconditions) -> Response {
     let max = node.settings.app_limits.max_key_bytes;
     if key.len() > max {
         return http::error(
@@ -73,7 +144,15 @@ fn delete(node: &Node, key: &str) -> Response {
             format!("key is longer than {max} bytes"),
         );
     }
+    let now = now_ms();
+    let mut store = node.write();
+    if !pre.is_empty() {
+        let current = store.etag(key, now);
+        if let Err(how) = pre.check(current, false) {
+            return failed(how, key, current);
+        }
+    }
     node.metrics.writes.inc();
-    node.write().delete_local(key, now_ms());
+    store.delete_local(key, now);
     http::empty(StatusCode::NO_CONTENT)
 }

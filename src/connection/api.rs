@@ -345,6 +345,21 @@ pub fn metrics(node: &Node) -> String {
             "Entries the app wrote or deleted through the app API.",
             m.writes.get(),
         )
+        .gauge(
+            "c19_watchers",
+            "Watch streams open on the app API.",
+            node.watchers.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        )
+        .counter(
+            "c19_watch_resets_total",
+            "Reset lines sent to watchers (position too old, agent restarted, fell behind).",
+            m.watch_resets.get(),
+        )
+        .counter(
+            "c19_watchers_dropped_total",
+            "Watchers dropped because they did not keep up.",
+            m.watchers_dropped.get(),
+        )
         .counter(
             "c19_pushes_sent_total",
             "Pushes of changed entries sent to peers.",

@@ -260,10 +260,19 @@ mod tests {
 
     #[test]
     fn positions_round_trip_and_bad_ones_are_named() {
-        let p = Position { epoch: 0xabc, seq: 42 };
+        let p = Position {
+            epoch: 0xabc,
+            seq: 42,
+        };
         assert_eq!(p.to_string(), "0000000000000abc-42");
         assert_eq!(p.to_string().parse::<Position>().unwrap(), p);
-        for bad in ["", "42", "abc-42", "000000000000zabc-1", "0000000000000abc-x"] {
+        for bad in [
+            "",
+            "42",
+            "abc-42",
+            "000000000000zabc-1",
+            "0000000000000abc-x",
+        ] {
             let e = bad.parse::<Position>().unwrap_err();
             assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
         }

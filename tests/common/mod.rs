@@ -198,11 +198,25 @@ pub fn request(
     body: Option<&[u8]>,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
+    let (status, _, body) = exchange(addr, method, path, body, headers);
+    (status, body)
+}
+
+/// One HTTP/1.1 request: status (0 when the connection fails or times out), the response's
+/// head (status line and headers) and body.
+pub fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
+    let failed = (0, String::new(), String::new());
     let Ok(sock) = addr.parse() else {
-        return (0, String::new());
+        return failed;
     };
     let Ok(mut s) = TcpStream::connect_timeout(&sock, Duration::from_millis(500)) else {
-        return (0, String::new());
+        return failed;
     };
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let body = body.unwrap_or_default();
@@ -221,17 +235,144 @@ pub fn request(
         .and_then(|_| s.write_all(body))
         .is_err()
     {
-        return (0, String::new());
+        return failed;
     }
     let mut raw = Vec::new();
     if s.read_to_end(&mut raw).is_err() && raw.is_empty() {
-        return (0, String::new());
+        return failed;
     }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text
+    let (head, body) = text
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
+        .map(|(h, b)| (h.to_string(), b.to_string()))
         .unwrap_or_default();
-    (status, body)
+    (status, head, body)
+}
+
+/// A header's value in a response head (case-insensitive name).
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// A watch stream (`GET …?watch`) read line by line: the chunked body decoded, each line JSON.
+pub struct Watch {
+    sock: TcpStream,
+    /// Decoded body bytes not yet returned as lines.
+    pending: Vec<u8>,
+    /// Raw bytes read and not yet decoded.
+    raw: Vec<u8>,
+    pub status: u16,
+    pub ended: bool,
+}
+
+impl Watch {
+    pub fn open(addr: &str, path: &str) -> Watch {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        sock.write_all(head.as_bytes()).unwrap();
+        let mut w = Watch {
+            sock,
+            pending: Vec::new(),
+            raw: Vec::new(),
+            status: 0,
+            ended: false,
+        };
+        while !w.raw.windows(4).any(|x| x == b"\r\n\r\n") {
+            assert!(w.fill(Duration::from_secs(5)), "no response head");
+        }
+        let at = w.raw.windows(4).position(|x| x == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&w.raw[..at]).into_owned();
+        w.raw.drain(..at + 4);
+        w.status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        if w.status == 200 {
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked"),
+                "{head}"
+            );
+        }
+        w
+    }
+
+    fn fill(&mut self, timeout: Duration) -> bool {
+        self.sock.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 65536];
+        match self.sock.read(&mut buf) {
+            Ok(0) => {
+                self.ended = true;
+                false
+            }
+            Ok(n) => {
+                self.raw.extend_from_slice(&buf[..n]);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Moves complete chunks from `raw` to `pending`.
+    fn decode(&mut self) {
+        loop {
+            let Some(eol) = self.raw.windows(2).position(|x| x == b"\r\n") else {
+                return;
+            };
+            let size = usize::from_str_radix(std::str::from_utf8(&self.raw[..eol]).unwrap(), 16)
+                .expect("chunk size");
+            if size == 0 {
+                self.ended = true;
+                self.raw.clear();
+                return;
+            }
+            if self.raw.len() < eol + 2 + size + 2 {
+                return;
+            }
+            self.pending
+                .extend_from_slice(&self.raw[eol + 2..eol + 2 + size]);
+            self.raw.drain(..eol + 2 + size + 2);
+        }
+    }
+
+    /// The next line, or `None` when none comes within `timeout` or the stream ended.
+    pub fn next(&mut self, timeout: Duration) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.decode();
+            if let Some(nl) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=nl).collect();
+                return Some(serde_json::from_slice(&line).expect("a JSON line"));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.ended || left.is_zero() || !self.fill(left) {
+                self.decode();
+                if let Some(nl) = self.pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = self.pending.drain(..=nl).collect();
+                    return Some(serde_json::from_slice(&line).expect("a JSON line"));
+                }
+                if self.ended || left.is_zero() {
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Lines until one of type `kind` (included), failing after `timeout`.
+    pub fn until(&mut self, kind: &str, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .next(left)
+                .unwrap_or_else(|| panic!("no {kind} line within {timeout:?}; got {lines:?}"));
+            let done = line["type"] == kind;
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
 }

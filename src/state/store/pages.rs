@@ -20,6 +20,14 @@ impl Store {
             .map(|s| s.fingerprint)
     }
 
+    /// The live record of `key` with its entity tag.
+    pub fn get_tagged(&self, key: &str, now: u64) -> Option<(&Record, u64)> {
+        self.entries
+            .get(key)
+            .filter(|s| s.record.is_live(now))
+            .map(|s| (&s.record, s.fingerprint))
+    }
+
     /// Whether prefix listings can be answered (the ordered index exists).
     pub fn is_ordered(&self) -> bool {
         self.ordered.is_some()
@@ -66,18 +74,25 @@ impl Store {
         }
         (page, more)
     }
-
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::state::store::{Store, StoreConfig};
     use crate::state::Incoming;
+    use crate::state::store::{Store, StoreConfig};
     use serde_json::value::RawValue;
 
     fn write(s: &mut Store, key: &str, ttl: Option<u64>, now: u64) {
         let value = Some(RawValue::from_string("1".into()).unwrap());
-        s.write_local(key, Incoming { value, ts: None, ttl }, now);
+        s.write_local(
+            key,
+            Incoming {
+                value,
+                ts: None,
+                ttl,
+            },
+            now,
+        );
     }
 
     #[test]
@@ -94,7 +109,9 @@ mod tests {
         write(&mut s, "a/4", Some(1), 10); // expired at 12
         s.delete_local("a/3", 10);
         let keys = |page: Vec<(&str, &crate::state::Record)>| {
-            page.into_iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>()
+            page.into_iter()
+                .map(|(k, _)| k.to_string())
+                .collect::<Vec<_>>()
         };
         let (page, more) = s.list("a/", None, 2, 20);
         assert_eq!((keys(page), more), (vec!["a/1".into(), "a/2".into()], true));

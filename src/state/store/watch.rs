@@ -51,36 +51,37 @@ impl Store {
         }
     }
 
-    /// A new watcher's receiver and starting point (see [`Feed::subscribe`]), with the live
-    /// values it watches when it asks for a snapshot: taken under the same lock as the
-    /// position, so that the snapshot and the changes after it have no gap and no overlap.
+    /// A new watcher's receiver, where it starts (see [`Feed::subscribe`]) and the position
+    /// it starts at. Announces due expiries first, so the position covers them.
     pub fn watch(
         &mut self,
         from: Option<Position>,
-        snapshot: Option<&dyn Fn(&str) -> bool>,
         now: u64,
-    ) -> (broadcast::Receiver<Arc<Change>>, Start, Vec<Arc<Change>>) {
+    ) -> (broadcast::Receiver<Arc<Change>>, Start, Position) {
         let (rx, start) = self.feed.subscribe(from, now);
         self.announce_expiries(now);
+        (rx, start, self.feed.position())
+    }
+
+    /// The live values a watcher wants, in key order, each at the current position: taken under
+    /// the same lock as [`watch`](Self::watch), the snapshot and the changes after it have no
+    /// gap and no overlap.
+    pub fn snapshot(&self, wanted: impl Fn(&str) -> bool, now: u64) -> Vec<Arc<Change>> {
         let position = self.feed.position();
-        let mut values: Vec<Arc<Change>> = match snapshot {
-            None => Vec::new(),
-            Some(wanted) => self
-                .entries
-                .iter()
-                .filter(|(k, s)| wanted(k) && s.record.is_live(now))
-                .map(|(k, s)| Arc::new(Change::new(position, ChangeKind::Put, k, s.record.clone())))
-                .collect(),
-        };
+        let mut values: Vec<Arc<Change>> = self
+            .entries
+            .iter()
+            .filter(|(k, s)| wanted(k) && s.record.is_live(now))
+            .map(|(k, s)| Arc::new(Change::new(position, ChangeKind::Put, k, s.record.clone())))
+            .collect();
         values.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        (rx, start, values)
+        values
     }
 
     /// The feed's current position.
     pub fn position(&self) -> Position {
         self.feed.position()
     }
-
 }
 
 #[cfg(test)]
@@ -99,7 +100,15 @@ mod tests {
 
     fn write(s: &mut Store, key: &str, v: &str, ttl: Option<u64>, now: u64) {
         let value = Some(RawValue::from_string(v.into()).unwrap());
-        s.write_local(key, Incoming { value, ts: None, ttl }, now);
+        s.write_local(
+            key,
+            Incoming {
+                value,
+                ts: None,
+                ttl,
+            },
+            now,
+        );
     }
 
     fn drain(rx: &mut broadcast::Receiver<Arc<Change>>) -> Vec<(ChangeKind, String)> {
@@ -112,7 +121,8 @@ mod tests {
     fn watchers_see_what_readers_see_change() {
         let mut s = store();
         write(&mut s, "before", "1", None, 10);
-        let (mut rx, _, snapshot) = s.watch(None, Some(&|_: &str| true), 10);
+        let (mut rx, _, _) = s.watch(None, 10);
+        let snapshot = s.snapshot(|_| true, 10);
         assert_eq!(snapshot.len(), 1);
         assert_eq!(snapshot[0].seq, s.position().seq);
 
@@ -144,7 +154,7 @@ mod tests {
     #[test]
     fn an_expiry_not_yet_announced_comes_before_the_write_after_it() {
         let mut s = store();
-        let (mut rx, _, _) = s.watch(None, None, 0);
+        let (mut rx, _, _) = s.watch(None, 0);
         write(&mut s, "k", "1", Some(5), 10);
         // Expired at 16, overwritten at 20 before any tick announced it.
         write(&mut s, "k", "2", None, 20);
@@ -161,12 +171,13 @@ mod tests {
         for i in 0..5 {
             write(&mut s, &format!("k{i}"), "1", None, 10);
         }
-        let (_, _, first) = s.watch(None, None, 10);
-        assert!(first.is_empty(), "no snapshot unless asked");
+        let _ = s.watch(None, 10);
         write(&mut s, "k9", "1", None, 11);
         let at = s.position();
-        let (mut rx, start, snapshot) = s.watch(Some(at), Some(&|k: &str| k >= "k3"), 11);
+        let (mut rx, start, position) = s.watch(Some(at), 11);
+        assert_eq!(position, at);
         assert!(matches!(start, Start::Resume(ref v) if v.is_empty()));
+        let snapshot = s.snapshot(|k| k >= "k3", 11);
         let keys: Vec<&str> = snapshot.iter().map(|c| &*c.key).collect();
         assert_eq!(keys, ["k3", "k4", "k9"]);
         assert!(snapshot.iter().all(|c| c.position() == at));
