@@ -374,7 +374,7 @@ fn pinned(secs: u64) -> serde_json::Value {
     );
     let mut runs = Vec::new();
     for run in 1..=PINNED_RUNS {
-        let Some(c19) = external::wrk_pinned("1", &url, CONNECTIONS, secs) else {
+        let Some(c19) = external::wrk_pinned("1", &url, CONNECTIONS, secs, None) else {
             println!("wrk or taskset not installed (scripts/bench-deps)");
             return serde_json::Value::Null;
         };

@@ -30,14 +30,20 @@ pub fn wrk(url: &str, connections: usize, secs: u64, put_body: Option<&str>) -> 
     run_wrk(Command::new("wrk"), "-t2", url, connections, secs, put_body)
 }
 
-/// `wrk -t1` on CPU `cpu` (`taskset`), GET only: against an agent pinned to the other CPU.
-pub fn wrk_pinned(cpu: &str, url: &str, connections: usize, secs: u64) -> Option<ClosedLoop> {
+/// `wrk -t1` on CPU `cpu` (`taskset`): against an agent pinned to the other CPU.
+pub fn wrk_pinned(
+    cpu: &str,
+    url: &str,
+    connections: usize,
+    secs: u64,
+    put_body: Option<&str>,
+) -> Option<ClosedLoop> {
     if !installed("wrk") || !installed("taskset") {
         return None;
     }
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", cpu, "wrk"]);
-    run_wrk(cmd, "-t1", url, connections, secs, None)
+    run_wrk(cmd, "-t1", url, connections, secs, put_body)
 }
 
 fn run_wrk(

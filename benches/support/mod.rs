@@ -2,12 +2,13 @@
 //! and the JSON report. Quick by default; `C19_BENCH_FULL=1` for the full run.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[path = "../../tests/common/mod.rs"]
 pub mod common;
+pub mod baseline;
 pub mod external;
 pub mod plot;
 
@@ -44,8 +45,13 @@ impl Group {
     /// pinned to the other CPU measures the agent's latency rather than the two competing for
     /// both cores.
     pub fn start_pinned(name: &str, net: u8, cpu: &str) -> Group {
+        Group::start_pinned_binary(name, net, cpu, Path::new(common::BIN))
+    }
+
+    /// [`start_pinned`](Self::start_pinned) with another c19 binary (a baseline build).
+    pub fn start_pinned_binary(name: &str, net: u8, cpu: &str, bin: &Path) -> Group {
         let none = Some("{kind: Static, peers: []}");
-        Group::launch(name, net, 1, "", none, Some(cpu))
+        Group::launch(name, net, 1, "", none, Some((cpu, bin)))
     }
 
     fn launch(
@@ -54,7 +60,7 @@ impl Group {
         n: usize,
         connection: &str,
         provider: Option<&str>,
-        cpu: Option<&str>,
+        pinned: Option<(&str, &Path)>,
     ) -> Group {
         let dir = scratch(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -79,10 +85,11 @@ impl Group {
                 ),
             )
             .unwrap();
-            let mut cmd = match cpu {
-                Some(cpu) => {
+            let mut cmd = match pinned {
+                Some((cpu, bin)) => {
                     let mut c = Command::new("taskset");
-                    c.args(["-c", cpu, common::BIN])
+                    c.args(["-c", cpu])
+                        .arg(bin)
                         .env("TOKIO_WORKER_THREADS", "1");
                     c
                 }
