@@ -27,11 +27,24 @@ pub fn binary(commit: &str) -> PathBuf {
         .current_dir(root)
         .args(["worktree", "prune"])
         .status();
-    git(&["worktree", "add", "--detach", tree.to_str().unwrap(), commit]);
+    git(&[
+        "worktree",
+        "add",
+        "--detach",
+        tree.to_str().unwrap(),
+        commit,
+    ]);
     println!("building the baseline c19 of {commit} (release; once)");
     let built = Command::new("cargo")
         .current_dir(&tree)
-        .args(["build", "--release", "--locked", "--bin", "c19", "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--bin",
+            "c19",
+            "--target-dir",
+        ])
         .arg(&target)
         .status()
         .is_ok_and(|s| s.success());

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod baseline;
 #[path = "../../tests/common/mod.rs"]
 pub mod common;
-pub mod baseline;
 pub mod external;
 pub mod plot;
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 
-use conditional::{Failed, PreconditionError, Preconditions, etag};
+use conditional::{Failed, PreconditionError, Preconditions, etag, etag_bytes};
 use query::Query;
 
 use crate::http::{self, Request, Response};
@@ -47,7 +47,9 @@ pub async fn handle(node: Arc<Node>, req: Request) -> Response {
         );
     }
     match (&req.method, single) {
-        (&Method::GET, _) if watching => watch::watch(&node, single.then_some(key), &query),
+        (&Method::GET, _) if watching => {
+            watch::watch(&node, single.then(|| key.into_owned()), &query)
+        }
         (&Method::GET, false) if query.is_empty() => {
             http::json(StatusCode::OK, node.read().dump(now_ms(), false))
         }
@@ -63,7 +65,7 @@ pub async fn handle(node: Arc<Node>, req: Request) -> Response {
 
 fn with_etag(mut r: Response, tag: Option<u64>) -> Response {
     if let Some(tag) = tag {
-        let value = HeaderValue::from_str(&etag(tag)).expect("hex is a header value");
+        let value = HeaderValue::from_bytes(&etag_bytes(tag)).expect("hex is a header value");
         r.headers_mut().insert(header::ETAG, value);
     }
     r

@@ -57,12 +57,17 @@ impl Scope {
 
 /// Announces expiries to watchers as they happen (only once somebody watches).
 pub async fn expiry_loop(node: Arc<Node>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(EXPIRY_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Until somebody watches there is nothing to announce: check rarely, so that an agent
+        // nobody watches is not woken 20 times a second.
+        let pause = if node.read().is_watched() {
+            EXPIRY_TICK
+        } else {
+            Duration::from_secs(1)
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         let now = now_ms();
         if node.read().expiries_due(now) {

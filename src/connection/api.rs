@@ -64,11 +64,11 @@ fn handle_authorized(node: &Node, req: Request) -> Response {
     traffic.received.add(req.body.len() as u64);
     // Pushes and syncs come from peers (the operator's probes and feeds do not count): contact
     // after a long silence starts a resync, during which this agent offers nothing it holds.
-    let from_peer =
-        req.method == Method::PUT && req.path == "/" || req.path.starts_with("/c19/sync");
+    let from_peer = req.method == Method::PUT && req.path.as_str() == "/"
+        || req.path.as_str().starts_with("/c19/sync");
     if from_peer {
         node.note_peer_contact();
-        if node.resyncing() && req.path.starts_with("/c19/sync") {
+        if node.resyncing() && req.path.as_str().starts_with("/c19/sync") {
             return http::error(StatusCode::CONFLICT, sync::BUSY);
         }
     }

@@ -78,6 +78,11 @@ impl Store {
         values
     }
 
+    /// Whether somebody has watched (the feed records from then on).
+    pub fn is_watched(&self) -> bool {
+        self.feed.is_active()
+    }
+
     /// The feed's current position.
     pub fn position(&self) -> Position {
         self.feed.position()
