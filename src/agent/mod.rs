@@ -20,7 +20,7 @@ use query::Query;
 
 use crate::http::{self, Request, Response};
 use crate::node::Node;
-use crate::state::{body, now_ms};
+use crate::state::{Store, body, now_ms};
 
 pub async fn handle(node: Arc<Node>, req: Request) -> Response {
     let key = match req.key() {
@@ -85,6 +85,17 @@ fn failed(how: Failed, key: &str, current: Option<u64>) -> Response {
     with_etag(r, current)
 }
 
+/// A write's preconditions, checked under the lock the write is then made under, so that
+/// nothing on this agent changes the key in between.
+fn precondition(store: &Store, key: &str, pre: &Preconditions, now: u64) -> Result<(), Response> {
+    if pre.is_empty() {
+        return Ok(());
+    }
+    let current = store.etag(key, now);
+    pre.check(current, false)
+        .map_err(|how| failed(how, key, current))
+}
+
 fn get(node: &Node, key: &str, pre: &Preconditions) -> Response {
     let now = now_ms();
     let store = node.read();
@@ -125,11 +136,8 @@ fn put_one(node: &Node, key: &str, body: &[u8], pre: &Preconditions) -> Response
     };
     let now = now_ms();
     let mut store = node.write();
-    if !pre.is_empty() {
-        let current = store.etag(key, now);
-        if let Err(how) = pre.check(current, false) {
-            return failed(how, key, current);
-        }
+    if let Err(refused) = precondition(&store, key, pre, now) {
+        return refused;
     }
     node.metrics.writes.inc();
     store.write_local(key, entry, now);
@@ -148,11 +156,8 @@ fn delete(node: &Node, key: &str, pre: &Preconditions) -> Response {
     }
     let now = now_ms();
     let mut store = node.write();
-    if !pre.is_empty() {
-        let current = store.etag(key, now);
-        if let Err(how) = pre.check(current, false) {
-            return failed(how, key, current);
-        }
+    if let Err(refused) = precondition(&store, key, pre, now) {
+        return refused;
     }
     node.metrics.writes.inc();
     store.delete_local(key, now);
