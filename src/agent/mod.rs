@@ -85,15 +85,16 @@ fn failed(how: Failed, key: &str, current: Option<u64>) -> Response {
     with_etag(r, current)
 }
 
-/// A write's preconditions, checked under the lock the write is then made under, so that
-/// nothing on this agent changes the key in between.
-fn precondition(store: &Store, key: &str, pre: &Preconditions, now: u64) -> Result<(), Response> {
+/// The answer refusing a write whose preconditions fail, checked under the lock the write is
+/// then made under, so that nothing on this agent changes the key in between.
+fn refusal(store: &Store, key: &str, pre: &Preconditions, now: u64) -> Option<Response> {
     if pre.is_empty() {
-        return Ok(());
+        return None;
     }
     let current = store.etag(key, now);
     pre.check(current, false)
-        .map_err(|how| failed(how, key, current))
+        .err()
+        .map(|how| failed(how, key, current))
 }
 
 fn get(node: &Node, key: &str, pre: &Preconditions) -> Response {
@@ -136,7 +137,7 @@ fn put_one(node: &Node, key: &str, body: &[u8], pre: &Preconditions) -> Response
     };
     let now = now_ms();
     let mut store = node.write();
-    if let Err(refused) = precondition(&store, key, pre, now) {
+    if let Some(refused) = refusal(&store, key, pre, now) {
         return refused;
     }
     node.metrics.writes.inc();
@@ -156,7 +157,7 @@ fn delete(node: &Node, key: &str, pre: &Preconditions) -> Response {
     }
     let now = now_ms();
     let mut store = node.write();
-    if let Err(refused) = precondition(&store, key, pre, now) {
+    if let Some(refused) = refusal(&store, key, pre, now) {
         return refused;
     }
     node.metrics.writes.inc();
