@@ -119,10 +119,15 @@ pub fn watch(node: &Arc<Node>, key: Option<String>, query: &Query) -> Response {
         snapshot,
     } = request;
     let now = now_ms();
+    if !node.read().is_watched() {
+        node.write().start_watching(now);
+    }
     let mut first = Vec::new();
+    // A read lock: readers go on while the watcher subscribes and copies its snapshot, writers
+    // wait, so nothing changes between the two.
     let (rx, position) = {
-        let mut store = node.write();
-        let (rx, start, position) = store.watch(since, now);
+        let store = node.read();
+        let (rx, start, position) = store.watch(since).expect("started above, never stopped");
         let fresh = match start {
             Start::Resume(changes) => {
                 for c in changes.iter().filter(|c| scope.matches(&c.key)) {
@@ -137,9 +142,7 @@ pub fn watch(node: &Arc<Node>, key: Option<String>, query: &Query) -> Response {
             }
         };
         if snapshot && fresh {
-            for c in store.snapshot(|k| scope.matches(k), now) {
-                first.extend_from_slice(c.line());
-            }
+            store.write_snapshot(&mut first, |k| scope.matches(k), now);
         }
         (rx, position)
     };

@@ -93,31 +93,50 @@ impl Change {
     pub fn line(&self) -> &[u8] {
         self.line.get_or_init(|| {
             let mut out = Vec::with_capacity(64 + self.key.len());
-            let kind = match self.kind {
-                ChangeKind::Put => "put",
-                ChangeKind::Delete => "delete",
-                ChangeKind::Expire => "expire",
-            };
-            out.extend_from_slice(b"{\"type\":\"");
-            out.extend_from_slice(kind.as_bytes());
-            out.extend_from_slice(b"\",\"key\":");
-            write_key(&self.key, &mut out);
-            match (&self.kind, &self.record.value) {
-                (ChangeKind::Put, Some(value)) => {
-                    out.extend_from_slice(b",\"value\":");
-                    out.extend_from_slice(value.get().as_bytes());
-                    out.extend_from_slice(format!(",\"ts\":{}", self.record.ts).as_bytes());
-                    match self.record.ttl {
-                        Some(ttl) => out.extend_from_slice(format!(",\"ttl\":{ttl}").as_bytes()),
-                        None => out.extend_from_slice(b",\"ttl\":null"),
-                    }
-                }
-                _ => out.extend_from_slice(format!(",\"ts\":{}", self.record.ts).as_bytes()),
-            }
-            out.extend_from_slice(format!(",\"pos\":\"{}\"}}\n", self.position()).as_bytes());
+            write_line(
+                &mut out,
+                self.kind,
+                &self.key,
+                &self.record,
+                self.position(),
+            );
             out
         })
     }
+}
+
+/// Appends one event line: `{"type":…,"key":…,("value":…,)"ts":…,("ttl":…,)"pos":…}`.
+pub fn write_line(
+    out: &mut Vec<u8>,
+    kind: ChangeKind,
+    key: &str,
+    record: &Record,
+    position: Position,
+) {
+    use std::io::Write;
+    let kind_name = match kind {
+        ChangeKind::Put => "put",
+        ChangeKind::Delete => "delete",
+        ChangeKind::Expire => "expire",
+    };
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(kind_name.as_bytes());
+    out.extend_from_slice(b"\",\"key\":");
+    write_key(key, out);
+    let written = match (kind, &record.value) {
+        (ChangeKind::Put, Some(value)) => {
+            out.extend_from_slice(b",\"value\":");
+            out.extend_from_slice(value.get().as_bytes());
+            match record.ttl {
+                Some(ttl) => write!(out, ",\"ts\":{},\"ttl\":{ttl}", record.ts),
+                None => write!(out, ",\"ts\":{},\"ttl\":null", record.ts),
+            }
+        }
+        _ => write!(out, ",\"ts\":{}", record.ts),
+    };
+    written
+        .and_then(|()| writeln!(out, ",\"pos\":\"{position}\"}}"))
+        .expect("writing to a Vec cannot fail");
 }
 
 /// Where a new watcher starts reading.
@@ -211,25 +230,28 @@ impl Feed {
         let _ = live.send(change);
     }
 
-    /// A new watcher: its receiver, and where it starts (`None` position: now). Starts
-    /// recording at the first watcher; `now` is where expiries start being announced.
-    pub fn subscribe(
-        &mut self,
-        from: Option<Position>,
-        now: u64,
-    ) -> (broadcast::Receiver<Arc<Change>>, Start) {
+    /// Starts recording (at the first watcher): from now on every change is kept and sent, and
+    /// expiries from `now` on are announced.
+    pub fn start(&mut self, now: u64) {
         if self.live.is_none() {
             self.expiry_mark = now;
+            self.live = Some(broadcast::channel(self.capacity).0);
         }
-        let rx = self
-            .live
-            .get_or_insert_with(|| broadcast::channel(self.capacity).0)
-            .subscribe();
+    }
+
+    /// A new watcher: its receiver, and where it starts (`None` position: now). Needs
+    /// [`start`](Self::start); takes only a shared reference, so that watchers subscribe (and
+    /// read a snapshot) while readers go on.
+    pub fn subscribe(
+        &self,
+        from: Option<Position>,
+    ) -> Option<(broadcast::Receiver<Arc<Change>>, Start)> {
+        let rx = self.live.as_ref()?.subscribe();
         let start = match from {
             None => Start::Resume(Vec::new()),
             Some(p) => self.since(p),
         };
-        (rx, start)
+        Some((rx, start))
     }
 
     fn since(&self, p: Position) -> Start {
@@ -283,7 +305,9 @@ mod tests {
         let mut feed = Feed::new(7, 4);
         feed.publish(ChangeKind::Put, "a", &value("1", 1));
         assert_eq!(feed.position().seq, 0);
-        let (mut rx, start) = feed.subscribe(None, 0);
+        assert!(feed.subscribe(None).is_none(), "not started");
+        feed.start(0);
+        let (mut rx, start) = feed.subscribe(None).unwrap();
         assert!(matches!(start, Start::Resume(v) if v.is_empty()));
         feed.publish(ChangeKind::Put, "a", &value("2", 2));
         let c = rx.try_recv().unwrap();
@@ -297,7 +321,7 @@ mod tests {
     #[test]
     fn a_watcher_resumes_within_the_history_and_is_reset_beyond_it() {
         let mut feed = Feed::new(7, 3);
-        let _ = feed.subscribe(None, 0);
+        feed.start(0);
         for i in 1..=5 {
             feed.publish(ChangeKind::Put, &format!("k{i}"), &value("1", i));
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::Store;
-use crate::state::feed::{Change, ChangeKind, Position, Start};
+use crate::state::feed::{Change, ChangeKind, Position, Start, write_line};
 use crate::state::record::Record;
 
 impl Store {
@@ -51,31 +51,31 @@ impl Store {
         }
     }
 
-    /// A new watcher's receiver, where it starts (see [`Feed::subscribe`]) and the position
-    /// it starts at. Announces due expiries first, so the position covers them.
-    pub fn watch(
-        &mut self,
-        from: Option<Position>,
-        now: u64,
-    ) -> (broadcast::Receiver<Arc<Change>>, Start, Position) {
-        let (rx, start) = self.feed.subscribe(from, now);
-        self.announce_expiries(now);
-        (rx, start, self.feed.position())
+    /// Starts recording changes for watchers (see [`Feed::start`]); needs the write lock once.
+    pub fn start_watching(&mut self, now: u64) {
+        self.feed.start(now);
     }
 
-    /// The live values a watcher wants, in key order, each at the current position: taken under
-    /// the same lock as [`watch`](Self::watch), the snapshot and the changes after it have no
-    /// gap and no overlap.
-    pub fn snapshot(&self, wanted: impl Fn(&str) -> bool, now: u64) -> Vec<Arc<Change>> {
+    /// A new watcher's receiver, where it starts (see [`Feed::subscribe`]) and the position it
+    /// starts at; `None` until [`start_watching`](Self::start_watching).
+    pub fn watch(
+        &self,
+        from: Option<Position>,
+    ) -> Option<(broadcast::Receiver<Arc<Change>>, Start, Position)> {
+        let (rx, start) = self.feed.subscribe(from)?;
+        Some((rx, start, self.feed.position()))
+    }
+
+    /// Appends a `put` line, at the current position, for every live value a watcher wants (in
+    /// no particular order): taken under the same lock as [`watch`](Self::watch), the snapshot
+    /// and the changes after it have no gap and no overlap.
+    pub fn write_snapshot(&self, out: &mut Vec<u8>, wanted: impl Fn(&str) -> bool, now: u64) {
         let position = self.feed.position();
-        let mut values: Vec<Arc<Change>> = self
-            .entries
-            .iter()
-            .filter(|(k, s)| wanted(k) && s.record.is_live(now))
-            .map(|(k, s)| Arc::new(Change::new(position, ChangeKind::Put, k, s.record.clone())))
-            .collect();
-        values.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        values
+        for (key, slot) in &self.entries {
+            if wanted(key) && slot.record.is_live(now) {
+                write_line(out, ChangeKind::Put, key, &slot.record, position);
+            }
+        }
     }
 
     /// Whether somebody has watched (the feed records from then on).
@@ -116,6 +116,20 @@ mod tests {
         );
     }
 
+    fn snapshot_keys(lines: &[u8]) -> Vec<String> {
+        let mut keys: Vec<String> = lines
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+                assert_eq!(v["type"], "put");
+                v["key"].as_str().unwrap().to_string()
+            })
+            .collect();
+        keys.sort();
+        keys
+    }
+
     fn drain(rx: &mut broadcast::Receiver<Arc<Change>>) -> Vec<(ChangeKind, String)> {
         std::iter::from_fn(|| rx.try_recv().ok())
             .map(|c| (c.kind, c.key.to_string()))
@@ -126,10 +140,11 @@ mod tests {
     fn watchers_see_what_readers_see_change() {
         let mut s = store();
         write(&mut s, "before", "1", None, 10);
-        let (mut rx, _, _) = s.watch(None, 10);
-        let snapshot = s.snapshot(|_| true, 10);
-        assert_eq!(snapshot.len(), 1);
-        assert_eq!(snapshot[0].seq, s.position().seq);
+        s.start_watching(10);
+        let (mut rx, _, _) = s.watch(None).unwrap();
+        let mut snapshot = Vec::new();
+        s.write_snapshot(&mut snapshot, |_| true, 10);
+        assert_eq!(snapshot_keys(&snapshot), ["before"]);
 
         write(&mut s, "a", "1", None, 20);
         write(&mut s, "a", "2", None, 21);
@@ -159,7 +174,8 @@ mod tests {
     #[test]
     fn an_expiry_not_yet_announced_comes_before_the_write_after_it() {
         let mut s = store();
-        let (mut rx, _, _) = s.watch(None, 0);
+        s.start_watching(0);
+        let (mut rx, _, _) = s.watch(None).unwrap();
         write(&mut s, "k", "1", Some(5), 10);
         // Expired at 16, overwritten at 20 before any tick announced it.
         write(&mut s, "k", "2", None, 20);
@@ -176,16 +192,19 @@ mod tests {
         for i in 0..5 {
             write(&mut s, &format!("k{i}"), "1", None, 10);
         }
-        let _ = s.watch(None, 10);
+        s.start_watching(10);
         write(&mut s, "k9", "1", None, 11);
         let at = s.position();
-        let (mut rx, start, position) = s.watch(Some(at), 11);
+        let (mut rx, start, position) = s.watch(Some(at)).unwrap();
         assert_eq!(position, at);
         assert!(matches!(start, Start::Resume(ref v) if v.is_empty()));
-        let snapshot = s.snapshot(|k| k >= "k3", 11);
-        let keys: Vec<&str> = snapshot.iter().map(|c| &*c.key).collect();
-        assert_eq!(keys, ["k3", "k4", "k9"]);
-        assert!(snapshot.iter().all(|c| c.position() == at));
+        let mut snapshot = Vec::new();
+        s.write_snapshot(&mut snapshot, |k| k >= "k3", 11);
+        assert_eq!(snapshot_keys(&snapshot), ["k3", "k4", "k9"]);
+        for line in snapshot.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            assert_eq!(v["pos"], at.to_string());
+        }
         write(&mut s, "k3", "2", None, 12);
         let next = rx.try_recv().unwrap();
         assert_eq!(next.seq, at.seq + 1);
