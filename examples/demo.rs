@@ -102,6 +102,8 @@ fn main() -> ExitCode {
          k get pods -o wide\n  \
          k exec {pod} -c app -- curl -s -X PUT localhost:3097/ -d '{{\"cat\": {{\"value\": \"garfield\"}}}}'\n  \
          k exec {pod} -c app -- curl -s localhost:3097/cat\n  \
+         k exec {pod} -c app -- curl -sN 'localhost:3097/?watch&snapshot'    # changes as they happen\n  \
+         k exec {pod} -c app -- curl -s 'localhost:3097/?prefix=started/&keys'\n  \
          nsenter -t {pid} -n -- curl -s {ip}:8080/hello/ada\n  \
          k scale c19g/web --replicas=5\n  \
          k logs -n c19-system deploy/c19-c19-operator\n\n\
