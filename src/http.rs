@@ -154,20 +154,11 @@ where
 }
 
 /// A header as text; `Err(name)` when it is not visible ASCII.
-fn header_text(headers: &HeaderMap, name: &HeaderName) -> Result<Option<String>, &'static str> {
-    headers
-        .get(name)
-        .map(|v| {
-            v.to_str()
-                .map(str::to_owned)
-                .map_err(|_| match name.as_str() {
-                    "authorization" => "authorization",
-                    "if-match" => "if-match",
-                    "if-none-match" => "if-none-match",
-                    _ => SHARE,
-                })
-        })
-        .transpose()
+fn header_text(headers: &HeaderMap, name: HeaderName) -> Result<Option<String>, HeaderName> {
+    match headers.get(&name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(|t| Some(t.to_owned())).map_err(|_| name),
+    }
 }
 
 /// The parts of a request warp extracts for [`answer`].
@@ -190,11 +181,11 @@ where
 {
     let h = &parts.headers;
     let headers = (|| {
-        Ok::<_, &'static str>((
-            header_text(h, &header::AUTHORIZATION)?,
-            header_text(h, &SHARE_HEADER)?,
-            header_text(h, &header::IF_MATCH)?,
-            header_text(h, &header::IF_NONE_MATCH)?,
+        Ok::<_, HeaderName>((
+            header_text(h, header::AUTHORIZATION)?,
+            header_text(h, SHARE_HEADER)?,
+            header_text(h, header::IF_MATCH)?,
+            header_text(h, header::IF_NONE_MATCH)?,
         ))
     })();
     let (authorization, share, if_match, if_none_match) = match headers {
