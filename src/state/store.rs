@@ -14,6 +14,35 @@ use super::share::Share;
 mod pages;
 mod watch;
 
+/// What the store's tests share: a store with a short tombstone lifetime, and app writes.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Store, StoreConfig};
+    use crate::state::Incoming;
+    use serde_json::value::RawValue;
+
+    pub fn store() -> Store {
+        Store::new(StoreConfig {
+            default_ttl: None,
+            tombstone_lifetime: 10_000,
+        })
+    }
+
+    /// An app write of the JSON value `v`.
+    pub fn write(s: &mut Store, key: &str, v: &str, ttl: Option<u64>, now: u64) {
+        let value = Some(RawValue::from_string(v.into()).unwrap());
+        s.write_local(
+            key,
+            Incoming {
+                value,
+                ts: None,
+                ttl,
+            },
+            now,
+        );
+    }
+}
+
 /// Changes the feed keeps for watchers that reconnect, by default.
 pub const DEFAULT_WATCH_HISTORY: usize = 16_384;
 

@@ -78,35 +78,17 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::state::Incoming;
-    use crate::state::store::{Store, StoreConfig};
-    use serde_json::value::RawValue;
-
-    fn write(s: &mut Store, key: &str, ttl: Option<u64>, now: u64) {
-        let value = Some(RawValue::from_string("1".into()).unwrap());
-        s.write_local(
-            key,
-            Incoming {
-                value,
-                ts: None,
-                ttl,
-            },
-            now,
-        );
-    }
+    use crate::state::store::testing::{store, write};
 
     #[test]
     fn pages_follow_key_order_and_skip_what_readers_do_not_see() {
-        let mut s = Store::new(StoreConfig {
-            default_ttl: None,
-            tombstone_lifetime: 10_000,
-        });
+        let mut s = store();
         for k in ["a/1", "a/3", "b/1", "a/2", "a/5", "a"] {
-            write(&mut s, k, None, 10);
+            write(&mut s, k, "1", None, 10);
         }
         assert_eq!(s.list("a/", None, 10, 10), (vec![], false), "unordered yet");
         s.order();
-        write(&mut s, "a/4", Some(1), 10); // expired at 12
+        write(&mut s, "a/4", "1", Some(1), 10); // expired at 12
         s.delete_local("a/3", 10);
         let keys = |page: Vec<(&str, &crate::state::Record)>| {
             page.into_iter()
@@ -129,14 +111,11 @@ mod tests {
 
     #[test]
     fn the_etag_changes_with_every_version() {
-        let mut s = Store::new(StoreConfig {
-            default_ttl: None,
-            tombstone_lifetime: 10_000,
-        });
+        let mut s = store();
         assert_eq!(s.etag("k", 10), None);
-        write(&mut s, "k", None, 10);
+        write(&mut s, "k", "1", None, 10);
         let first = s.etag("k", 10).unwrap();
-        write(&mut s, "k", None, 11);
+        write(&mut s, "k", "1", None, 11);
         assert_ne!(s.etag("k", 11), Some(first));
         s.delete_local("k", 12);
         assert_eq!(s.etag("k", 12), None);

@@ -92,29 +92,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::store::StoreConfig;
-    use crate::state::{Incoming, Spread};
+    use crate::state::Spread;
     use serde_json::value::RawValue;
 
-    fn store() -> Store {
-        Store::new(StoreConfig {
-            default_ttl: None,
-            tombstone_lifetime: 10_000,
-        })
-    }
-
-    fn write(s: &mut Store, key: &str, v: &str, ttl: Option<u64>, now: u64) {
-        let value = Some(RawValue::from_string(v.into()).unwrap());
-        s.write_local(
-            key,
-            Incoming {
-                value,
-                ts: None,
-                ttl,
-            },
-            now,
-        );
-    }
+    use crate::state::store::testing::{store, write};
 
     fn snapshot_keys(lines: &[u8]) -> Vec<String> {
         let mut keys: Vec<String> = lines
