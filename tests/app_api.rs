@@ -253,8 +253,10 @@ fn a_slow_watcher_is_dropped_with_a_reset_and_does_not_slow_writes() {
     slow.until("synced", T);
     let mut fast = Watch::open(&a.app(), "/?watch&prefix=tick");
     fast.until("synced", T);
-    // 4,000 changes of 2 KB: far more than the socket buffers and the 64 changes held.
-    let big = value(format!("\"{}\"", "x".repeat(2048)));
+    // 4,000 changes of 6 KB (24 MB): far more than a loopback socket holds for a reader that does
+    // not read (its receive window stays near the 128 KiB default; sends buffer up to 4 MiB),
+    // and than the 64 changes the agent keeps.
+    let big = value(format!("\"{}\"", "x".repeat(6144)));
     let started = Instant::now();
     for i in 0..4000 {
         assert_eq!(put(&a.app(), &format!("/big{}", i % 50), &big).0, 204);
