@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use c19::connection::client::{PeerClient, Traffic};
 use c19::operator::agents::{feed_all, probe_all};
 use c19::operator::context::OperatorMetrics;
-use c19::operator::health::{Member, observe};
+use c19::operator::health::{Member, Observation, observe};
 use support::{Group, percentile, write_report};
 
 /// `n` agents fed by the operator, sharing the token `bench`.
@@ -51,16 +51,7 @@ async fn main() {
         // Wait until every agent answers.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let obs = observe(
-                &probe_all(
-                    &client,
-                    Some("bench"),
-                    &members,
-                    &OperatorMetrics::default(),
-                )
-                .await,
-                None,
-            );
+            let obs = probe_round(&client, &members).await;
             if obs.reachable == n || Instant::now() > deadline {
                 assert_eq!(obs.reachable, n, "agents did not start");
                 break;
@@ -81,16 +72,7 @@ async fn main() {
             feeds.push(t.elapsed().as_secs_f64() * 1e3);
             assert!(failed.is_empty());
             let t = Instant::now();
-            let obs = observe(
-                &probe_all(
-                    &client,
-                    Some("bench"),
-                    &members,
-                    &OperatorMetrics::default(),
-                )
-                .await,
-                None,
-            );
+            let obs = probe_round(&client, &members).await;
             probes.push(t.elapsed().as_secs_f64() * 1e3);
             assert_eq!(obs.reachable, n);
         }
@@ -112,4 +94,10 @@ async fn main() {
         rows.push(row);
     }
     write_report("operator", &serde_json::Value::Array(rows));
+}
+
+/// One health probe of every member, summarized.
+async fn probe_round(client: &PeerClient, members: &[Member]) -> Observation {
+    let results = probe_all(client, Some("bench"), members, &OperatorMetrics::default()).await;
+    observe(&results, None)
 }

@@ -71,8 +71,6 @@ pub struct Node {
     pub metrics: GossipMetrics,
     pub settings: NodeSettings,
     warmup: Mutex<Warmup>,
-    /// Set at shutdown: the agent stops reporting ready.
-    stopping: AtomicBool,
     /// When a peer last pushed to, synced with, or answered this agent (ms).
     last_contact: AtomicU64,
     /// The store's tombstone lifetime (fixed): read on every peer contact without its lock.
@@ -88,7 +86,8 @@ pub struct Node {
     calm: AtomicBool,
     /// Watch streams open now.
     pub watchers: AtomicUsize,
-    /// Cancelled at shutdown: watch streams end so that their connections can drain.
+    /// Cancelled at shutdown: the agent stops reporting ready, and watch streams end so that
+    /// their connections can drain.
     pub closing: CancellationToken,
 }
 
@@ -103,7 +102,6 @@ impl Node {
             metrics: GossipMetrics::default(),
             settings,
             warmup: Mutex::new(Warmup::default()),
-            stopping: AtomicBool::new(false),
             last_contact: AtomicU64::new(crate::state::now_ms()),
             tombstone_lifetime,
             member_since: AtomicU64::new(0),
@@ -135,7 +133,7 @@ impl Node {
     /// Ready: warm (holding the group's state as of its start), not resynchronising after a long
     /// cut-off, and not shutting down.
     pub fn is_ready(&self) -> bool {
-        !self.stopping.load(Ordering::Relaxed) && self.warmup().is_warm() && !self.resyncing()
+        !self.closing.is_cancelled() && self.warmup().is_warm() && !self.resyncing()
     }
 
     /// A peer pushed to, synced with or answered this agent. Contact after a silence longer than
@@ -187,7 +185,6 @@ impl Node {
 
     /// Stops reporting ready, at shutdown.
     pub fn set_stopping(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
         self.closing.cancel();
     }
 

@@ -27,8 +27,9 @@ pub fn handle(ctx: &Context, ready: &AtomicBool, req: Request) -> Response {
 }
 
 fn metrics(ctx: &Context) -> String {
-    let observations = ctx.observations.lock().expect("observations lock").clone();
-    let rolling_out = ctx.rolling_out.lock().expect("rollouts lock").clone();
+    // Rendered under the locks (no copies); nothing takes both elsewhere.
+    let observations = ctx.observations.lock().expect("observations lock");
+    let rolling_out = ctx.rolling_out.lock().expect("rollouts lock");
     exposition(&ctx.metrics, &observations, &rolling_out)
 }
 
